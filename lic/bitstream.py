@@ -1,0 +1,198 @@
+"""The ``.lic`` container: a versioned, self-checking file around a codec's strings.
+
+It knows bytes, not networks. Layout (big-endian)::
+
+    offset  size  field
+    0       4     magic  b"\\x89LIC"
+    4       1     format version (1)
+    5       1     flags (reserved, 0)
+    6       1     metric: 0 unknown, 1 mse, 2 ms-ssim
+    7       4     lambda, float32 (NaN when unknown)
+    11      8     weights fingerprint (first 8 bytes of the checkpoint's sha256)
+    19      1+n   codec registry name (u8 length, UTF-8)
+            2     batch size B (u16, >= 1)
+            4+4   original height, width (u32 each)
+            4×2   padding left, right, top, bottom (u16 each)
+            1     number of latents L
+            L×    latent name (u8 length, UTF-8), ndim (u8), ndim × u32 spatial dims
+            L×B×  string (u32 length, bytes), latents in header order, images in batch order
+    end-4   4     CRC32 of every byte before it
+
+A file is checked in this order: magic, version, CRC, then the fields; every length is checked
+against the bytes actually present before anything is read or allocated.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+from lic.errors import BitstreamError
+
+MAGIC = b"\x89LIC"
+FORMAT_VERSION = 1
+FINGERPRINT_SIZE = 8
+_METRICS = {None: 0, "mse": 1, "ms-ssim": 2}
+_METRIC_NAMES = {code: name for name, code in _METRICS.items()}
+_MIN_SIZE = 4 + 1 + 1 + 1 + 4 + FINGERPRINT_SIZE + 1 + 2 + 8 + 8 + 1 + 4
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    """Everything a ``.lic`` file holds.
+
+    Attributes:
+        codec: registry name of the codec that wrote it.
+        fingerprint: first bytes of that codec's weights fingerprint.
+        lmbda: rate–distortion lambda of those weights (None if unknown).
+        metric: distortion those weights were trained for (None if unknown).
+        image_size: original ``(height, width)``.
+        padding: ``(left, right, top, bottom)``.
+        shapes: per latent name, its spatial shape.
+        strings: per latent name, one string per image (all latents have the same count).
+    """
+
+    codec: str
+    fingerprint: bytes
+    lmbda: float | None
+    metric: str | None
+    image_size: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    shapes: dict[str, tuple[int, ...]]
+    strings: dict[str, list[bytes]]
+
+    @property
+    def batch_size(self) -> int:
+        return len(next(iter(self.strings.values())))
+
+
+def _name(text: str, what: str) -> bytes:
+    data = text.encode("utf-8")
+    if not 0 < len(data) < 256:
+        raise BitstreamError(f"{what} must be 1 to 255 bytes of UTF-8, got {len(data)}")
+    return struct.pack(">B", len(data)) + data
+
+
+def pack(stream: Bitstream) -> bytes:
+    """Serialise a :class:`Bitstream` (validating it) into the container bytes."""
+    if len(stream.fingerprint) != FINGERPRINT_SIZE:
+        raise BitstreamError(f"fingerprint must be {FINGERPRINT_SIZE} bytes")
+    if stream.metric not in _METRICS:
+        raise BitstreamError(f"unknown metric {stream.metric!r}")
+    if set(stream.shapes) != set(stream.strings) or not stream.strings:
+        raise BitstreamError("every latent needs both a shape and strings")
+    counts = {len(strings) for strings in stream.strings.values()}
+    if len(counts) != 1 or not 1 <= counts.pop() < 2**16:
+        raise BitstreamError("every latent must hold one string per image (1 to 65535 images)")
+    height, width = stream.image_size
+    lmbda = math.nan if stream.lmbda is None else stream.lmbda
+    out = bytearray(MAGIC)
+    out += struct.pack(">BBBf", FORMAT_VERSION, 0, _METRICS[stream.metric], lmbda)
+    out += stream.fingerprint
+    out += _name(stream.codec, "codec name")
+    out += struct.pack(">HII", stream.batch_size, height, width)
+    out += struct.pack(">4H", *stream.padding)
+    out += struct.pack(">B", len(stream.shapes))
+    for name, shape in stream.shapes.items():
+        out += _name(name, "latent name") + struct.pack(f">B{len(shape)}I", len(shape), *shape)
+    for name in stream.shapes:
+        for string in stream.strings[name]:
+            out += struct.pack(">I", len(string)) + string
+    out += struct.pack(">I", zlib.crc32(out))
+    return bytes(out)
+
+
+class _Reader:
+    """Bounds-checked sequential reads; running out of bytes is a clear error."""
+
+    def __init__(self, data: bytes, end: int) -> None:
+        self.data, self.pos, self.end = data, 0, end
+
+    def take(self, size: int, what: str) -> bytes:
+        if size > self.end - self.pos:
+            raise BitstreamError(f"truncated: {what} needs {size} bytes, {self.end - self.pos} left")
+        chunk = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return chunk
+
+    def unpack(self, fmt: str, what: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+    def name(self, what: str) -> str:
+        (length,) = self.unpack(">B", what)
+        try:
+            return self.take(length, what).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BitstreamError(f"{what} is not valid UTF-8") from None
+
+
+def read_version(data: bytes) -> int:
+    """Check the magic bytes and return the format version (any, even unsupported)."""
+    if len(data) < 5 or data[:4] != MAGIC:
+        raise BitstreamError("not a lic bitstream (wrong magic bytes)")
+    return data[4]
+
+
+def unpack(data: bytes) -> Bitstream:
+    """Parse and verify container bytes.
+
+    Raises:
+        BitstreamError: wrong magic, unsupported version, CRC mismatch, truncation, or
+            inconsistent fields.
+    """
+    version = read_version(data)
+    if version != FORMAT_VERSION:
+        raise BitstreamError(
+            f"unsupported bitstream format version {version} (this lic reads version {FORMAT_VERSION})"
+        )
+    if len(data) < _MIN_SIZE:
+        raise BitstreamError(f"truncated: {len(data)} bytes is shorter than any valid file")
+    (stored,) = struct.unpack(">I", data[-4:])
+    computed = zlib.crc32(data[:-4])
+    if stored != computed:
+        raise BitstreamError(
+            f"CRC32 mismatch (stored {stored:08x}, computed {computed:08x}): file is corrupt or truncated"
+        )
+    reader = _Reader(data, len(data) - 4)
+    reader.take(5, "magic and version")
+    flags, metric_code, lmbda = reader.unpack(">BBf", "header")
+    if flags != 0:
+        raise BitstreamError(f"unknown header flags {flags:#04x}")
+    if metric_code not in _METRIC_NAMES:
+        raise BitstreamError(f"unknown metric code {metric_code}")
+    fingerprint = reader.take(FINGERPRINT_SIZE, "fingerprint")
+    codec = reader.name("codec name")
+    batch, height, width = reader.unpack(">HII", "image size")
+    padding = reader.unpack(">4H", "padding")
+    if batch == 0 or height == 0 or width == 0:
+        raise BitstreamError(f"empty image: batch {batch}, size {height}x{width}")
+    (num_latents,) = reader.unpack(">B", "latent count")
+    if num_latents == 0:
+        raise BitstreamError("no latents")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for _ in range(num_latents):
+        name = reader.name("latent name")
+        (ndim,) = reader.unpack(">B", "latent rank")
+        if name in shapes:
+            raise BitstreamError(f"latent {name!r} appears twice")
+        shapes[name] = reader.unpack(f">{ndim}I", f"shape of latent {name!r}")
+    strings: dict[str, list[bytes]] = {}
+    for name in shapes:
+        strings[name] = []
+        for _ in range(batch):
+            (length,) = reader.unpack(">I", f"length of a {name!r} string")
+            strings[name].append(reader.take(length, f"{name!r} string"))
+    if reader.pos != reader.end:
+        raise BitstreamError(f"{reader.end - reader.pos} unexpected bytes after the last string")
+    return Bitstream(
+        codec=codec,
+        fingerprint=fingerprint,
+        lmbda=None if math.isnan(lmbda) else lmbda,
+        metric=_METRIC_NAMES[metric_code],
+        image_size=(height, width),
+        padding=tuple(padding),  # type: ignore[arg-type]
+        shapes=shapes,
+        strings=strings,
+    )

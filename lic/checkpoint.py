@@ -1,0 +1,141 @@
+"""Codec checkpoints: one file that rebuilds a codec and identifies its exact weights.
+
+A checkpoint is a ``torch.save`` of plain containers (no classes), read back with
+``torch.load(weights_only=True)`` so that loading never unpickles arbitrary objects::
+
+    {
+      "format": "lic-codec", "version": 1,
+      "codec": registry name, "config": constructor arguments,
+      "state_dict": weights and entropy-coding tables (updated before saving),
+      "metadata": {"lmbda": float | None, "metric": "mse" | "ms-ssim" | None, ...},
+      "fingerprint": sha256 (hex) of the state dict,
+    }
+
+The fingerprint covers every tensor the decoder uses, coding tables included; bitstreams carry
+its first :data:`FINGERPRINT_BYTES` bytes so that a file is never decoded with other weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lic.codecs import create_codec
+from lic.errors import CheckpointError
+from lic.imageio import atomic_output
+
+FORMAT = "lic-codec"
+VERSION = 1
+#: Bytes of the fingerprint written into bitstreams.
+FINGERPRINT_BYTES = 8
+METRICS = ("mse", "ms-ssim")
+
+
+def weights_fingerprint(codec: nn.Module) -> str:
+    """sha256 (hex) over the names, dtypes, shapes and bytes of the codec's state dict."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(codec.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_codec(
+    codec: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    lmbda: float | None = None,
+    metric: str | None = None,
+    **metadata: Any,
+) -> str:
+    """Update the codec's entropy-coding tables and write it to ``path`` atomically.
+
+    Args:
+        codec: a codec built by :func:`lic.create_codec` (it knows its registry name).
+        path: destination file.
+        lmbda: rate–distortion trade-off it was trained for.
+        metric: distortion it was trained for, ``"mse"`` or ``"ms-ssim"``.
+        **metadata: further JSON-compatible facts (steps, data, recipe...).
+
+    Returns:
+        The weights fingerprint (hex).
+    """
+    name = getattr(codec, "codec_name", None)
+    if name is None:
+        raise CheckpointError("codec was not built by lic.create_codec: its registry name is unknown")
+    if metric is not None and metric not in METRICS:
+        raise CheckpointError(f"metric must be one of {METRICS}, got {metric!r}")
+    codec.update(force=True)
+    fingerprint = weights_fingerprint(codec)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "codec": name,
+        "config": codec.codec_config,
+        "state_dict": {k: v.detach().cpu() for k, v in codec.state_dict().items()},
+        "metadata": {"lmbda": lmbda, "metric": metric, **metadata},
+        "fingerprint": fingerprint,
+    }
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+    codec.fingerprint = fingerprint
+    codec.metadata = payload["metadata"]
+    return fingerprint
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused to load (not a plain-data checkpoint): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a lic codec checkpoint (use `lic export` for training checkpoints)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {payload.get('version')} is not supported "
+            f"(this lic reads version {VERSION})"
+        )
+    missing = {"codec", "config", "state_dict", "fingerprint"} - set(payload)
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(sorted(missing))}")
+    return payload
+
+
+def load_codec(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a codec saved by :func:`save_codec`, in eval mode, ready to code.
+
+    The codec gets ``fingerprint`` (hex) and ``metadata`` attributes.
+
+    Raises:
+        CheckpointError: unreadable file, unknown format, weights that do not fit the codec,
+            or weights whose fingerprint differs from the recorded one.
+    """
+    path = Path(path)
+    payload = _read(path)
+    codec = create_codec(payload["codec"], **payload["config"])
+    try:
+        codec.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"{path}: weights do not fit codec {payload['codec']!r}: {detail[:300]}") from None
+    fingerprint = weights_fingerprint(codec)
+    if fingerprint != payload["fingerprint"]:
+        raise CheckpointError(
+            f"{path}: weights fingerprint {fingerprint[:16]} differs from the recorded "
+            f"{str(payload['fingerprint'])[:16]}: the file is corrupt"
+        )
+    codec.fingerprint = fingerprint
+    codec.metadata = dict(payload.get("metadata") or {})
+    return codec.to(device).eval()

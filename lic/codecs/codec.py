@@ -1,0 +1,311 @@
+"""The learned codec: analysis/synthesis transforms, hyperprior and channel-wise AR slices.
+
+Dataflow (CompressAI naming)::
+
+    x ─pad─> g_a ─> y ─> h_a ─> z ─[EntropyBottleneck]─> ẑ ─> h_s ─> (hyper means, hyper scales)
+                    │                                                  │
+                    └──────────── SliceContextModel.run(...) <─────────┘
+                                          │
+                                          ŷ ─> g_s ─crop─> x̂
+
+``g_a`` and ``g_s`` are four resampling stages each (×2 per stage, ×16 in all); stages 0–2
+carry residual blocks and optionally Swin-V2 attention. ``h_a``/``h_s`` resample by another ×4,
+so inputs are padded to a multiple of 64 and the reconstruction is cropped back.
+
+The teacher, the students and their tiny variants are all this class with different
+arguments; see :mod:`lic.codecs.zoo`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import EntropyBottleneck
+from compressai.models import CompressionModel
+from torch import Tensor, nn
+
+from lic.codecs.entropy import SliceContextModel
+from lic.codecs.layers import conv, deconv, transform_stage
+
+
+@dataclass
+class CodecOutput:
+    """What ``forward`` returns.
+
+    Attributes:
+        x_hat: reconstruction, ``(B, 3, H, W)``, not clamped (training needs the gradient).
+        likelihoods: per latent name (``"y"``, ``"z"``), same shape as that latent.
+        features: named intermediate tensors for distillation: ``g_a.0``–``g_a.2`` (analysis
+            stages), ``y``, ``g_s.0``–``g_s.2`` (synthesis stages), ``entropy.{i}.mean`` and
+            ``entropy.{i}.scale`` for each slice ``i``.
+    """
+
+    x_hat: Tensor
+    likelihoods: dict[str, Tensor]
+    features: dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """What ``compress`` returns and ``decompress`` takes: everything a bitstream holds.
+
+    Attributes:
+        strings: per latent name, one byte string per image of the batch.
+        shapes: per latent name, its spatial shape (shared by the batch).
+        image_size: original ``(height, width)`` before padding.
+        padding: ``(left, right, top, bottom)`` pixels added before the analysis transform.
+    """
+
+    strings: dict[str, list[bytes]]
+    shapes: dict[str, tuple[int, ...]]
+    image_size: tuple[int, int]
+    padding: tuple[int, int, int, int]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.strings["y"])
+
+
+def _round_ste(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+def _three(value: int | Sequence[int]) -> tuple[int, int, int]:
+    values = (value,) * 3 if isinstance(value, int) else tuple(value)
+    if len(values) != 3:
+        raise ValueError(f"expected one value per transform stage (3), got {list(values)}")
+    return values  # type: ignore[return-value]
+
+
+class ChannelARCodec(CompressionModel):
+    """Hyperprior codec with a channel-wise autoregressive slice model (Minnen & Singh 2020).
+
+    Args:
+        channels: width N of the analysis/synthesis transforms.
+        latent_channels: channels M of the latent ``y``.
+        num_slices: slices of ``y`` coded one after the other.
+        res_blocks: residual blocks in each of the three inner stages (int or 3 values).
+        swin_depths: Swin-V2 blocks in each inner stage (0: none).
+        num_heads: attention heads of the Swin-V2 blocks.
+        window_size: attention window of the Swin-V2 blocks.
+        hyper_channels: channels of the hyper-latent ``z``.
+        context_hidden: width of the slice mean/scale/LRP transforms.
+        max_support_slices: previous slices each slice conditions on (-1: all).
+    """
+
+    #: Inputs are padded to a multiple of this (g_a ×16, h_a ×4).
+    downsampling = 64
+
+    def __init__(
+        self,
+        channels: int = 128,
+        latent_channels: int = 192,
+        num_slices: int = 4,
+        res_blocks: int | Sequence[int] = 1,
+        swin_depths: int | Sequence[int] = 0,
+        num_heads: int = 4,
+        window_size: int = 8,
+        hyper_channels: int = 128,
+        context_hidden: int = 128,
+        max_support_slices: int = -1,
+    ) -> None:
+        super().__init__()
+        n, m, h = channels, latent_channels, hyper_channels
+        blocks, depths = _three(res_blocks), _three(swin_depths)
+        stages = [transform_stage(n, b, d, num_heads, window_size) for b, d in zip(blocks, depths)]
+        self.g_a = nn.Sequential(
+            nn.Sequential(conv(3, n), nn.GELU(), stages[0]),
+            nn.Sequential(conv(n, n), nn.GELU(), stages[1]),
+            nn.Sequential(conv(n, n), nn.GELU(), stages[2]),
+            conv(n, m),
+        )
+        stages = [transform_stage(n, b, d, num_heads, window_size) for b, d in zip(blocks, depths)]
+        self.g_s = nn.Sequential(
+            nn.Sequential(deconv(m, n), nn.GELU(), stages[2]),
+            nn.Sequential(deconv(n, n), nn.GELU(), stages[1]),
+            nn.Sequential(deconv(n, n), nn.GELU(), stages[0]),
+            deconv(n, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv(m, h, kernel_size=3, stride=1),
+            nn.GELU(),
+            conv(h, h),
+            nn.GELU(),
+            conv(h, h),
+        )
+        self.h_s = nn.Sequential(
+            deconv(h, h),
+            nn.GELU(),
+            deconv(h, h * 3 // 2),
+            nn.GELU(),
+            conv(h * 3 // 2, 2 * m, kernel_size=3, stride=1),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(h)
+        self.context = SliceContextModel(m, num_slices, context_hidden, max_support_slices)
+
+    # -- shared pieces ---------------------------------------------------------------------
+
+    def _pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) image batch, got shape {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        bottom = -height % self.downsampling
+        right = -width % self.downsampling
+        padding = (0, right, 0, bottom)
+        return (F.pad(x, padding, mode="replicate") if right or bottom else x), padding
+
+    @staticmethod
+    def _crop(x: Tensor, image_size: tuple[int, int], padding: tuple[int, int, int, int]) -> Tensor:
+        left, _, top, _ = padding
+        height, width = image_size
+        return x[..., top : top + height, left : left + width]
+
+    @staticmethod
+    def _tap(transform: nn.Sequential, x: Tensor, name: str, features: dict[str, Tensor]) -> Tensor:
+        """Run a four-stage transform, recording the output of every stage but the last."""
+        *stages, last = transform
+        for index, stage in enumerate(stages):
+            x = stage(x)
+            features[f"{name}.{index}"] = x
+        return last(x)
+
+    def _hyper(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        means, scales = self.h_s(z_hat).chunk(2, dim=1)
+        return means, scales
+
+    def _coding_tables(self) -> tuple[list[list[int]], list[int], list[int]]:
+        gc = self.context.gaussian_conditional
+        return (
+            gc.quantized_cdf.tolist(),
+            gc.cdf_length.reshape(-1).int().tolist(),
+            gc.offset.reshape(-1).int().tolist(),
+        )
+
+    # -- the three entry points ------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> CodecOutput:
+        """Reconstruction, likelihoods and tapped features.
+
+        In training mode ``y`` and ``z`` get additive uniform noise for the likelihoods and a
+        straight-through rounding for the reconstruction; in eval mode both are rounded
+        exactly as :meth:`compress` rounds them, so the reconstructions agree.
+        """
+        image_size = (x.shape[-2], x.shape[-1])
+        x, padding = self._pad(x)
+        features: dict[str, Tensor] = {}
+        y = self._tap(self.g_a, x, "g_a", features)
+        features["y"] = y
+        z = self.h_a(y)
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        z_offset = self.entropy_bottleneck._get_medians()
+        z_hat = _round_ste(z - z_offset) + z_offset
+        hyper_means, hyper_scales = self._hyper(z_hat)
+
+        y_slices = self.context.split(y)
+        y_likelihoods: list[Tensor] = []
+
+        def quantize(i: int, mean: Tensor, scale: Tensor) -> Tensor:
+            _, likelihood = self.context.gaussian_conditional(y_slices[i], scale, mean)
+            y_likelihoods.append(likelihood)
+            return _round_ste(y_slices[i] - mean) + mean
+
+        y_hat, parameters = self.context.run(hyper_means, hyper_scales, quantize)
+        for i, p in enumerate(parameters):
+            features[f"entropy.{i}.mean"] = p.mean
+            features[f"entropy.{i}.scale"] = p.scale
+        x_hat = self._tap(self.g_s, y_hat, "g_s", features)
+        return CodecOutput(
+            x_hat=self._crop(x_hat, image_size, padding),
+            likelihoods={"y": torch.cat(y_likelihoods, dim=1), "z": z_likelihoods},
+            features=features,
+        )
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> Compressed:
+        """Entropy-code a batch of images in ``[0, 1]`` into one rANS string per image and latent.
+
+        Requires up-to-date coding tables (:meth:`update`, done by ``save_codec``).
+        """
+        image_size = (x.shape[-2], x.shape[-1])
+        x, padding = self._pad(x)
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        hyper_means, hyper_scales = self._hyper(z_hat)
+
+        gc = self.context.gaussian_conditional
+        y_slices = self.context.split(y)
+        coded: list[tuple[Tensor, Tensor]] = []
+
+        def quantize(i: int, mean: Tensor, scale: Tensor) -> Tensor:
+            symbols = gc.quantize(y_slices[i], "symbols", mean)
+            coded.append((symbols, self.context.scale_indexes(scale)))
+            return gc.dequantize(symbols, mean)
+
+        self.context.run(hyper_means, hyper_scales, quantize)
+        cdfs, cdf_lengths, offsets = self._coding_tables()
+        y_strings = []
+        for b in range(x.shape[0]):
+            encoder = BufferedRansEncoder()
+            for symbols, indexes in coded:
+                encoder.encode_with_indexes(
+                    symbols[b].reshape(-1).tolist(),
+                    indexes[b].reshape(-1).tolist(),
+                    cdfs,
+                    cdf_lengths,
+                    offsets,
+                )
+            y_strings.append(encoder.flush())
+        return Compressed(
+            strings={"y": y_strings, "z": list(z_strings)},
+            shapes={"y": tuple(y.shape[-2:]), "z": tuple(z.shape[-2:])},
+            image_size=image_size,
+            padding=padding,
+        )
+
+    @torch.no_grad()
+    def decompress(self, compressed: Compressed) -> Tensor:
+        """Decode what :meth:`compress` produced into images in ``[0, 1]``, cropped back.
+
+        Raises:
+            ValueError: latent shapes inconsistent with this codec's resampling.
+        """
+        z_shape = tuple(compressed.shapes["z"])
+        y_shape = tuple(compressed.shapes["y"])
+        if y_shape != (4 * z_shape[0], 4 * z_shape[1]):
+            raise ValueError(f"latent shapes y={y_shape} and z={z_shape} do not fit this codec")
+        device = next(self.parameters()).device
+        z_hat = self.entropy_bottleneck.decompress(compressed.strings["z"], z_shape).to(device)
+        hyper_means, hyper_scales = self._hyper(z_hat)
+
+        gc = self.context.gaussian_conditional
+        cdfs, cdf_lengths, offsets = self._coding_tables()
+        decoders = []
+        for string in compressed.strings["y"]:
+            decoder = RansDecoder()
+            decoder.set_stream(string)
+            decoders.append(decoder)
+
+        def quantize(i: int, mean: Tensor, scale: Tensor) -> Tensor:
+            indexes = self.context.scale_indexes(scale)
+            symbols = [
+                torch.tensor(
+                    decoder.decode_stream(
+                        indexes[b].reshape(-1).tolist(), cdfs, cdf_lengths, offsets
+                    ),
+                    dtype=torch.int32,
+                )
+                for b, decoder in enumerate(decoders)
+            ]
+            symbols_tensor = torch.stack(symbols).reshape(mean.shape).to(mean.device)
+            return gc.dequantize(symbols_tensor, mean)
+
+        y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize)
+        x_hat = self.g_s(y_hat).clamp_(0, 1)
+        return self._crop(x_hat, compressed.image_size, compressed.padding)

@@ -1,0 +1,95 @@
+"""Registered codec variants: the FEDS teacher, the students, and tiny versions for tests.
+
+Paper scale follows the FEDS setup: a high-capacity teacher (Swin-V2 attention interleaved with
+extra residual blocks, expanded latent M=320 in 5 slices) and a lightweight convolutional
+student with the same entropy-model family. ``student-swin`` is a small attention student used
+to show that distillation carries over to transformer students. The ``-tiny`` variants keep
+every structural feature (attention, residual blocks, several slices) at widths that run the
+test suite on two CPU cores.
+"""
+
+from __future__ import annotations
+
+from lic.codecs.codec import ChannelARCodec
+from lic.codecs.registry import register_codec
+
+register_codec(
+    "teacher",
+    ChannelARCodec,
+    "FEDS teacher: Swin-V2 attention + extra residual blocks, M=320 in 5 slices",
+    channels=192,
+    latent_channels=320,
+    num_slices=5,
+    res_blocks=(3, 3, 3),
+    swin_depths=(2, 2, 2),
+    num_heads=6,
+    window_size=8,
+    hyper_channels=192,
+    context_hidden=224,
+)
+register_codec(
+    "student",
+    ChannelARCodec,
+    "lightweight convolutional student: N=128, M=192 in 4 slices, no attention",
+    channels=128,
+    latent_channels=192,
+    num_slices=4,
+    res_blocks=(1, 1, 1),
+    swin_depths=(0, 0, 0),
+    hyper_channels=128,
+    context_hidden=120,
+)
+register_codec(
+    "student-swin",
+    ChannelARCodec,
+    "small transformer student: one Swin-V2 block per stage, N=96, M=192 in 4 slices",
+    channels=96,
+    latent_channels=192,
+    num_slices=4,
+    res_blocks=(0, 0, 0),
+    swin_depths=(1, 1, 1),
+    num_heads=3,
+    window_size=8,
+    hyper_channels=128,
+    context_hidden=128,
+)
+register_codec(
+    "teacher-tiny",
+    ChannelARCodec,
+    "test-size teacher: same structure as `teacher`, widths 32/40",
+    channels=32,
+    latent_channels=40,
+    num_slices=5,
+    res_blocks=(1, 1, 1),
+    swin_depths=(2, 2, 2),
+    num_heads=2,
+    window_size=4,
+    hyper_channels=32,
+    context_hidden=32,
+)
+register_codec(
+    "student-tiny",
+    ChannelARCodec,
+    "test-size student: same structure as `student`, widths 16/24",
+    channels=16,
+    latent_channels=24,
+    num_slices=3,
+    res_blocks=(1, 1, 1),
+    swin_depths=(0, 0, 0),
+    hyper_channels=16,
+    context_hidden=16,
+)
+register_codec(
+    "student-swin-tiny",
+    ChannelARCodec,
+    "test-size transformer student: same structure as `student-swin`, widths 16/24",
+    channels=16,
+    latent_channels=24,
+    num_slices=3,
+    res_blocks=(0, 0, 0),
+    swin_depths=(1, 1, 1),
+    num_heads=2,
+    window_size=4,
+    hyper_channels=16,
+    context_hidden=16,
+)

@@ -1,0 +1,162 @@
+"""Images to ``.lic`` bytes and back: the glue between a codec and the container.
+
+Everything the ``lic encode`` / ``lic decode`` commands do is reachable from here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lic import bitstream
+from lic.bitstream import Bitstream
+from lic.checkpoint import FINGERPRINT_BYTES, load_codec
+from lic.codecs import Compressed
+from lic.errors import BitstreamError, CheckpointError, ImageError, UsageError
+from lic.imageio import atomic_output, load_image, save_png, tensor_to_pixels
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"`` or ``"cuda"[:N]``; asking for CUDA where there is none is a usage error."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name} requested but no CUDA device is available")
+        return torch.device(name)
+    raise UsageError(f"unknown device {name!r} (use cpu or cuda)")
+
+
+def _fingerprint_bytes(codec: nn.Module) -> bytes:
+    fingerprint = getattr(codec, "fingerprint", None)
+    if fingerprint is None:
+        raise CheckpointError("codec has no weights fingerprint: load it with lic.load_codec")
+    return bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES]
+
+
+def encode(codec: nn.Module, images: torch.Tensor) -> bytes:
+    """Compress a batch ``(B, 3, H, W)`` in ``[0, 1]`` into container bytes."""
+    device = next(codec.parameters()).device
+    compressed: Compressed = codec.compress(images.to(device))
+    metadata = getattr(codec, "metadata", {}) or {}
+    return bitstream.pack(
+        Bitstream(
+            codec=codec.codec_name,
+            fingerprint=_fingerprint_bytes(codec),
+            lmbda=metadata.get("lmbda"),
+            metric=metadata.get("metric"),
+            image_size=compressed.image_size,
+            padding=compressed.padding,
+            shapes=compressed.shapes,
+            strings=compressed.strings,
+        )
+    )
+
+
+def check_compatible(stream: Bitstream, codec: nn.Module) -> None:
+    """Refuse to decode a file with a codec other than the one that wrote it."""
+    expected = _fingerprint_bytes(codec)
+    if stream.codec != codec.codec_name or stream.fingerprint != expected:
+        raise CheckpointError(
+            f"bitstream was written by {stream.codec} weights {stream.fingerprint.hex()}, "
+            f"but the checkpoint holds {codec.codec_name} weights {expected.hex()}"
+        )
+
+
+def decode(codec: nn.Module, data: bytes) -> torch.Tensor:
+    """Decode container bytes into images ``(B, 3, H, W)`` in ``[0, 1]``."""
+    return decode_stream(codec, bitstream.unpack(data))
+
+
+def decode_stream(codec: nn.Module, stream: Bitstream) -> torch.Tensor:
+    """Decode a parsed container into images ``(B, 3, H, W)`` in ``[0, 1]``."""
+    check_compatible(stream, codec)
+    compressed = Compressed(
+        strings=stream.strings,
+        shapes={name: tuple(shape) for name, shape in stream.shapes.items()},
+        image_size=stream.image_size,
+        padding=stream.padding,
+    )
+    try:
+        return codec.decompress(compressed)
+    except (ValueError, RuntimeError, KeyError, IndexError) as exc:
+        raise BitstreamError(f"payload does not decode with this codec: {' '.join(str(exc).split())[:200]}") from None
+
+
+@dataclass
+class EncodeReport:
+    """What ``lic encode`` prints."""
+
+    output: Path
+    num_bytes: int
+    height: int
+    width: int
+    seconds: float
+    notice: str | None
+
+    @property
+    def bpp(self) -> float:
+        return 8 * self.num_bytes / (self.height * self.width)
+
+
+def encode_file(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],
+    device: str = "cpu",
+) -> EncodeReport:
+    """Encode one image file into a ``.lic`` file (written atomically)."""
+    target = resolve_device(device)
+    image = load_image(source)
+    codec = load_codec(checkpoint, device=target)
+    start = time.perf_counter()
+    data = encode(codec, image.to_tensor())
+    seconds = time.perf_counter() - start
+    with atomic_output(output) as tmp:
+        tmp.write_bytes(data)
+    height, width = image.pixels.shape[:2]
+    return EncodeReport(Path(output), len(data), height, width, seconds, image.notice)
+
+
+def read_bitstream_file(path: str | os.PathLike[str]) -> Bitstream:
+    """Read and verify a ``.lic`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BitstreamError(f"no such file: {path}")
+    try:
+        return bitstream.unpack(path.read_bytes())
+    except BitstreamError as exc:
+        raise BitstreamError(f"{path}: {exc}") from None
+
+
+def decode_file(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None,
+    device: str = "cpu",
+) -> float:
+    """Decode a ``.lic`` file (one image) into a PNG written atomically; returns seconds."""
+    target = resolve_device(device)
+    stream = read_bitstream_file(source)
+    if stream.batch_size != 1:
+        raise BitstreamError(f"{source}: holds {stream.batch_size} images; decode it from Python with lic.coding.decode")
+    if checkpoint is None:
+        raise UsageError(
+            f"--checkpoint is required: no installed weights match {stream.codec} "
+            f"fingerprint {stream.fingerprint.hex()}"
+        )
+    codec = load_codec(checkpoint, device=target)
+    check_compatible(stream, codec)
+    start = time.perf_counter()
+    images = decode_stream(codec, stream)
+    seconds = time.perf_counter() - start
+    try:
+        save_png(tensor_to_pixels(images), output)
+    except OSError as exc:
+        raise ImageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    return seconds

@@ -1,0 +1,142 @@
+"""Reading images into 8-bit RGB tensors, and writing outputs atomically.
+
+Codecs work on 8-bit RGB. Other inputs are converted, with a one-line notice saying what was
+done: grayscale (1, 2, 4, 8 or 16 bit) is replicated to three channels, palettes are expanded,
+16-bit samples are scaled to 8 bits (rounding ``v / 257``), alpha is dropped (not composited).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from lic.errors import ImageError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A failure (exception) removes the temporary file, so nothing half-written is ever left
+    under the final name, and an existing file there is left untouched.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise ImageError(f"output directory does not exist: {directory}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@dataclass
+class LoadedImage:
+    """An image as 8-bit RGB, with a note of any conversion applied (None if none)."""
+
+    pixels: np.ndarray  # (H, W, 3) uint8
+    notice: str | None = None
+
+    def to_tensor(self) -> torch.Tensor:
+        """``(1, 3, H, W)`` float32 in ``[0, 1]``."""
+        return torch.from_numpy(self.pixels).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+
+
+def _sixteen_bit_to_8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def _is_16bit_rgb(image: Image.Image) -> bool:
+    """Pillow decodes 48/64-bit PNGs straight to 8-bit RGB(A); only the raw mode says 16."""
+    tiles = getattr(image, "tile", None) or []
+    if not tiles:
+        return False
+    args = tiles[0].args
+    raw_mode = args[0] if isinstance(args, tuple) else args
+    return isinstance(raw_mode, str) and raw_mode.endswith(";16B")
+
+
+def convert_to_rgb8(image: Image.Image) -> LoadedImage:
+    """Convert any Pillow image to 8-bit RGB, describing the conversion."""
+    mode = image.mode
+    sixteen = _is_16bit_rgb(image)
+    image.load()
+    if mode == "RGB":
+        pixels = np.asarray(image, dtype=np.uint8)
+        return LoadedImage(pixels.copy(), "16-bit RGB reduced to 8-bit" if sixteen else None)
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        gray = _sixteen_bit_to_8(np.asarray(image))
+        return LoadedImage(np.repeat(gray[..., None], 3, axis=2), "16-bit grayscale converted to 8-bit RGB")
+    if mode == "F":
+        gray = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return LoadedImage(np.repeat(gray[..., None], 3, axis=2), "floating-point grayscale converted to 8-bit RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        mode == "P" and "transparency" in image.info
+    ) or (mode in ("L", "RGB", "1") and "transparency" in image.info)
+    descriptions = {
+        "1": "1-bit image",
+        "L": "grayscale image",
+        "LA": "grayscale image",
+        "P": "palette image",
+        "PA": "palette image",
+        "RGBA": "RGBA image",
+        "CMYK": "CMYK image",
+        "YCbCr": "YCbCr image",
+        "LAB": "Lab image",
+        "HSV": "HSV image",
+    }
+    what = descriptions.get(mode, f"{mode} image")
+    if sixteen:
+        what = "16-bit " + what
+    rgb = image.convert("RGBA" if mode == "P" and has_alpha else "RGB")
+    if rgb.mode == "RGBA":
+        rgb = rgb.convert("RGB")
+    note = f"{what} converted to 8-bit RGB" + (" (alpha dropped)" if has_alpha else "")
+    return LoadedImage(np.asarray(rgb, dtype=np.uint8).copy(), note)
+
+
+def load_image(path: str | os.PathLike[str]) -> LoadedImage:
+    """Read an image file as 8-bit RGB.
+
+    Raises:
+        ImageError: missing, unreadable or unsupported file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as image:
+            return convert_to_rgb8(image)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image format Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: refused, too many pixels ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({' '.join(str(exc).split())})") from None
+
+
+def tensor_to_pixels(x: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` or ``(1, 3, H, W)`` in ``[0, 1]`` to ``(H, W, 3)`` uint8 (rounded)."""
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    return x.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(pixels: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Write ``(H, W, 3)`` uint8 pixels to a PNG atomically."""
+    with atomic_output(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG")
