@@ -1,0 +1,82 @@
+"""Checkpoints rebuild the exact codec, with its coding tables, and never unpickle objects."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+import lic
+from lic.checkpoint import weights_fingerprint
+from lic.errors import CheckpointError
+
+
+def test_round_trip_restores_weights_tables_and_metadata(tiny_checkpoint) -> None:
+    codec = lic.load_codec(tiny_checkpoint)
+    assert not codec.training
+    assert codec.metadata["lmbda"] == pytest.approx(0.013) and codec.metadata["metric"] == "mse"
+    assert codec.fingerprint == weights_fingerprint(codec)
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    assert payload["codec"] == "student-tiny" and payload["fingerprint"] == codec.fingerprint
+    table = codec.entropy_bottleneck._quantized_cdf
+    assert table.numel() > 0 and torch.equal(table, payload["state_dict"]["entropy_bottleneck._quantized_cdf"])
+    x = torch.rand(1, 3, 40, 72)
+    again = lic.load_codec(tiny_checkpoint)
+    assert codec.compress(x).strings == again.compress(x).strings
+
+
+def test_save_refreshes_stale_coding_tables(tmp_path) -> None:
+    codec = lic.create_codec("student-tiny")
+    codec.update(force=True)
+    with torch.no_grad():
+        codec.entropy_bottleneck.quantiles[:, :, 0] -= 5.0  # training widened the range...
+    stale = codec.entropy_bottleneck._offset.clone()
+    lic.save_codec(codec, tmp_path / "c.ckpt")  # ...so saving must rebuild the tables
+    loaded = lic.load_codec(tmp_path / "c.ckpt")
+    assert not torch.equal(loaded.entropy_bottleneck._offset, stale)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_pickled_objects_are_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.ckpt"
+    torch.save({"format": "lic-codec", "payload": _Exploit()}, path, pickle_protocol=2)
+    with pytest.raises(CheckpointError, match="refused"):
+        lic.load_codec(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_tampered_weights_fail_the_fingerprint(tiny_checkpoint, tmp_path) -> None:
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["state_dict"]["g_s.3.bias"] += 1
+    path = tmp_path / "tampered.ckpt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="fingerprint .* differs"):
+        lic.load_codec(path)
+
+
+def test_weights_for_another_shape_are_reported(tiny_checkpoint, tmp_path) -> None:
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["config"]["channels"] = 8
+    path = tmp_path / "mismatch.ckpt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="do not fit codec 'student-tiny'"):
+        lic.load_codec(path)
+
+
+def test_not_a_checkpoint(tmp_path) -> None:
+    path = tmp_path / "text.ckpt"
+    path.write_text("hello")
+    with pytest.raises(CheckpointError):
+        lic.load_codec(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        lic.load_codec(tmp_path / "missing.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "lightning.ckpt")
+    with pytest.raises(CheckpointError, match="not a lic codec checkpoint"):
+        lic.load_codec(tmp_path / "lightning.ckpt")
