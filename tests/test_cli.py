@@ -1,0 +1,147 @@
+"""`lic encode` / `lic decode` end to end: real files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lic
+from lic.cli import main
+from lic.imageio import load_image, tensor_to_pixels
+
+from tests.images import write_mode
+from tests.test_imageio import CASES
+
+
+def _round_trip(tmp_path, source, checkpoint, capsys):
+    stream, output = tmp_path / "out.lic", tmp_path / "out.png"
+    assert main(["encode", str(source), "-o", str(stream), "--checkpoint", str(checkpoint)]) == 0
+    printed = capsys.readouterr()
+    assert main(["decode", str(stream), "-o", str(output), "--checkpoint", str(checkpoint)]) == 0
+    return stream, np.asarray(Image.open(output).convert("RGB")), printed
+
+
+def _forward_pixels(checkpoint, pixels: np.ndarray) -> np.ndarray:
+    codec = lic.load_codec(checkpoint)
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        return tensor_to_pixels(codec(x).x_hat)
+
+
+def test_kodak_image_round_trip(kodak_dir, tiny_checkpoint, tmp_path, capsys) -> None:
+    source = kodak_dir / "kodim23.png"
+    stream, decoded, printed = _round_trip(tmp_path, source, tiny_checkpoint, capsys)
+    size = stream.stat().st_size
+    assert f"{size} bytes" in printed.out and f"{8 * size / (768 * 512):.4f} bpp" in printed.out
+    assert "encoded in" in printed.out and printed.err == ""
+    original = load_image(source).pixels
+    assert decoded.shape == original.shape
+    assert np.array_equal(decoded, _forward_pixels(tiny_checkpoint, original))
+
+
+@pytest.mark.parametrize("size", [(97, 131), (1, 1)])
+def test_odd_and_minimal_sizes(tmp_path, tiny_checkpoint, capsys, size) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    _, decoded, _ = _round_trip(tmp_path, tmp_path / "in.png", tiny_checkpoint, capsys)
+    assert decoded.shape == (*size, 3)
+    assert np.array_equal(decoded, _forward_pixels(tiny_checkpoint, pixels))
+
+
+@pytest.mark.parametrize("mode", list(CASES))
+def test_each_input_mode_round_trips_with_a_notice(tmp_path, tiny_checkpoint, capsys, mode) -> None:
+    source = write_mode(tmp_path / f"in.{'jpg' if mode == 'jpeg' else 'png'}", mode)
+    stream = tmp_path / "out.lic"
+    assert main(["encode", str(source), "-o", str(stream), "--checkpoint", str(tiny_checkpoint)]) == 0
+    err = capsys.readouterr().err
+    if CASES[mode]:
+        assert err == f"lic: note: {source}: {CASES[mode]}\n"
+    else:
+        assert err == ""
+    assert main(["decode", str(stream), "-o", str(tmp_path / "o.png"), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (37, 53, 3)
+
+
+def _fails(argv, capsys, code: int, *fragments: str) -> None:
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.startswith("lic: error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_bad_inputs_are_one_line_errors_and_leave_no_output(tmp_path, tiny_checkpoint, capsys) -> None:
+    ckpt = str(tiny_checkpoint)
+    out = tmp_path / "o.lic"
+    _fails(["encode", str(tmp_path / "missing.png"), "-o", str(out), "--checkpoint", ckpt], capsys, 1, "no such image")
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    _fails(["encode", str(tmp_path / "bad.png"), "-o", str(out), "--checkpoint", ckpt], capsys, 1, "not an image")
+    (tmp_path / "bad.lic").write_bytes(b"garbage")
+    _fails(["decode", str(tmp_path / "bad.lic"), "-o", str(tmp_path / "o.png"), "--checkpoint", ckpt], capsys, 1, "magic")
+    assert not out.exists() and not (tmp_path / "o.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.lic", "bad.png"]
+
+
+def test_fingerprint_mismatch_names_both(tmp_path, tiny_checkpoint, capsys) -> None:
+    write_mode(tmp_path / "in.png", "RGB")
+    assert main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), "--checkpoint", str(tiny_checkpoint)]) == 0
+    other = tmp_path / "other.ckpt"
+    lic.save_codec(lic.create_codec("student-tiny"), other)
+    expected = lic.load_codec(tiny_checkpoint).fingerprint[:16]
+    actual = lic.load_codec(other).fingerprint[:16]
+    capsys.readouterr()
+    _fails(["decode", str(tmp_path / "a.lic"), "-o", str(tmp_path / "a.png"), "--checkpoint", str(other)], capsys, 1, expected, actual)
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_usage_errors_exit_2(tmp_path, tiny_checkpoint, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["encode", "x.png"])  # no -o, no --checkpoint
+    assert info.value.code == 2
+    write_mode(tmp_path / "in.png", "RGB")
+    main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), "--checkpoint", str(tiny_checkpoint)])
+    capsys.readouterr()
+    _fails(["decode", str(tmp_path / "a.lic"), "-o", str(tmp_path / "a.png")], capsys, 2, "--checkpoint is required")
+    if not torch.cuda.is_available():
+        _fails(
+            ["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "b.lic"), "--checkpoint", str(tiny_checkpoint), "--device", "cuda"],
+            capsys, 2, "no CUDA device",
+        )
+
+
+def test_info_prints_the_header(tmp_path, tiny_checkpoint, capsys) -> None:
+    write_mode(tmp_path / "in.png", "RGB")
+    main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), "--checkpoint", str(tiny_checkpoint)])
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a.lic")]) == 0
+    out = capsys.readouterr().out
+    assert "student-tiny" in out and "0.013" in out and "1 of 53x37" in out
+
+
+def test_console_script_is_installed(tmp_path, tiny_checkpoint) -> None:
+    exe = shutil.which("lic", path=str(Path(sys.executable).parent))
+    assert exe, "the `lic` console script is not installed beside this Python"
+    write_mode(tmp_path / "in.png", "RGB")
+    done = subprocess.run(
+        [exe, "encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), "--checkpoint", str(tiny_checkpoint)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bpp" in done.stdout
+    bad = subprocess.run([exe, "decode", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), "--checkpoint", str(tiny_checkpoint)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_codecs_lists_parameter_counts(capsys) -> None:
+    assert main(["codecs", "student-tiny", "teacher-tiny"]) == 0
+    out = capsys.readouterr().out
+    count = sum(p.numel() for p in lic.create_codec("teacher-tiny").parameters())
+    assert f"{count:,}" in out and "student-tiny" in out
