@@ -1,13 +1,16 @@
 # One command sets everything up and runs the tests from a fresh clone:  make test
+# On a CUDA machine:        make install TORCH_INDEX=https://download.pytorch.org/whl/cu130
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Optional PyTorch wheel index (CUDA builds); empty means the default (CPU here).
+TORCH_INDEX ?=
 
 .PHONY: install test clean
 
 $(BIN)/lic: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet -c constraints.txt torch torchvision --index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 

@@ -112,7 +112,9 @@ class _Reader:
 
     def take(self, size: int, what: str) -> bytes:
         if size > self.end - self.pos:
-            raise BitstreamError(f"truncated: {what} needs {size} bytes, {self.end - self.pos} left")
+            raise BitstreamError(
+                f"truncated: {what} needs {size} bytes, {self.end - self.pos} left"
+            )
         chunk = self.data[self.pos : self.pos + size]
         self.pos += size
         return chunk

@@ -69,7 +69,9 @@ def save_codec(
     """
     name = getattr(codec, "codec_name", None)
     if name is None:
-        raise CheckpointError("codec was not built by lic.create_codec: its registry name is unknown")
+        raise CheckpointError(
+            "codec was not built by lic.create_codec: its registry name is unknown"
+        )
     if metric is not None and metric not in METRICS:
         raise CheckpointError(f"metric must be one of {METRICS}, got {metric!r}")
     codec.update(force=True)
@@ -97,11 +99,15 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load (not a plain-data checkpoint): {first}") from None
+        raise CheckpointError(
+            f"{path}: refused to load (not a plain-data checkpoint): {first}"
+        ) from None
     except Exception as exc:  # torch.load raises many types on arbitrary bytes
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a lic codec checkpoint (use `lic export` for training checkpoints)")
+        raise CheckpointError(
+            f"{path}: not a lic codec checkpoint (use `lic export` for training checkpoints)"
+        )
     if payload.get("version") != VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {payload.get('version')} is not supported "
@@ -129,7 +135,9 @@ def load_codec(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         codec.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
-        raise CheckpointError(f"{path}: weights do not fit codec {payload['codec']!r}: {detail[:300]}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit codec {payload['codec']!r}: {detail[:300]}"
+        ) from None
     fingerprint = weights_fingerprint(codec)
     if fingerprint != payload["fingerprint"]:
         raise CheckpointError(

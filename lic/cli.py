@@ -41,7 +41,9 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"fingerprint  {stream.fingerprint.hex()}")
     print(f"lambda       {stream.lmbda if stream.lmbda is not None else 'unknown'}")
     print(f"metric       {stream.metric or 'unknown'}")
-    print(f"images       {stream.batch_size} of {width}x{height} (padding l,r,t,b = {stream.padding})")
+    print(
+        f"images       {stream.batch_size} of {width}x{height} (padding l,r,t,b = {stream.padding})"
+    )
     for name, shape in stream.shapes.items():
         sizes = [len(s) for s in stream.strings[name]]
         print(f"latent {name:<5} shape {tuple(shape)}, {sum(sizes)} bytes")

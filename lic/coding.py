@@ -85,7 +85,9 @@ def decode_stream(codec: nn.Module, stream: Bitstream) -> torch.Tensor:
     try:
         return codec.decompress(compressed)
     except (ValueError, RuntimeError, KeyError, IndexError) as exc:
-        raise BitstreamError(f"payload does not decode with this codec: {' '.join(str(exc).split())[:200]}") from None
+        raise BitstreamError(
+            f"payload does not decode with this codec: {' '.join(str(exc).split())[:200]}"
+        ) from None
 
 
 @dataclass
@@ -144,7 +146,9 @@ def decode_file(
     target = resolve_device(device)
     stream = read_bitstream_file(source)
     if stream.batch_size != 1:
-        raise BitstreamError(f"{source}: holds {stream.batch_size} images; decode it from Python with lic.coding.decode")
+        raise BitstreamError(
+            f"{source}: holds {stream.batch_size} images; decode it from Python with lic.coding.decode"
+        )
     if checkpoint is None:
         raise UsageError(
             f"--checkpoint is required: no installed weights match {stream.codec} "

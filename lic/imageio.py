@@ -78,13 +78,19 @@ def convert_to_rgb8(image: Image.Image) -> LoadedImage:
         return LoadedImage(pixels.copy(), "16-bit RGB reduced to 8-bit" if sixteen else None)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         gray = _sixteen_bit_to_8(np.asarray(image))
-        return LoadedImage(np.repeat(gray[..., None], 3, axis=2), "16-bit grayscale converted to 8-bit RGB")
+        return LoadedImage(
+            np.repeat(gray[..., None], 3, axis=2), "16-bit grayscale converted to 8-bit RGB"
+        )
     if mode == "F":
         gray = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return LoadedImage(np.repeat(gray[..., None], 3, axis=2), "floating-point grayscale converted to 8-bit RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        mode == "P" and "transparency" in image.info
-    ) or (mode in ("L", "RGB", "1") and "transparency" in image.info)
+        return LoadedImage(
+            np.repeat(gray[..., None], 3, axis=2), "floating-point grayscale converted to 8-bit RGB"
+        )
+    has_alpha = (
+        mode in ("RGBA", "LA", "PA", "La", "RGBa")
+        or (mode == "P" and "transparency" in image.info)
+        or (mode in ("L", "RGB", "1") and "transparency" in image.info)
+    )
     descriptions = {
         "1": "1-bit image",
         "L": "grayscale image",

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import lic
-
 from tests.helpers import perturbed_codec
 
 REPO = Path(__file__).resolve().parents[1]

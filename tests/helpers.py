@@ -10,7 +10,9 @@ from lic.codecs import create_codec
 TINY_CODECS = [name for name in lic.list_codecs() if name.endswith("-tiny")]
 
 
-def perturbed_codec(name: str, image: torch.Tensor, steps: int = 60, seed: int = 0) -> torch.nn.Module:
+def perturbed_codec(
+    name: str, image: torch.Tensor, steps: int = 60, seed: int = 0
+) -> torch.nn.Module:
     """A codec whose latents are far from zero and whose entropy model fits them.
 
     Random transforms are perturbed and ``g_a``'s output rescaled so that ``y`` has a standard
@@ -40,7 +42,7 @@ def perturbed_codec(name: str, image: torch.Tensor, steps: int = 60, seed: int =
     codec.train()
     for _ in range(steps):
         out = codec(image)
-        rate = sum(-torch.log2(l).sum() for l in out.likelihoods.values())
+        rate = sum(-torch.log2(lik).sum() for lik in out.likelihoods.values())
         optimizer.zero_grad()
         rate.backward()
         optimizer.step()

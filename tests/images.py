@@ -16,18 +16,25 @@ def write_png_rgb16(path: Path, pixels: np.ndarray) -> None:
     raw = b"".join(b"\x00" + pixels[row].astype(">u2").tobytes() for row in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
     )
 
 
 def gradient(height: int, width: int) -> np.ndarray:
     """8-bit RGB test pattern."""
     yy, xx = np.mgrid[0:height, 0:width]
-    return np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) % 256], -1).astype(np.uint8)
+    return np.stack(
+        [xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) % 256], -1
+    ).astype(np.uint8)
 
 
 def write_mode(path: Path, mode: str, height: int = 37, width: int = 53) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 
 import pytest
 import torch
@@ -21,7 +20,9 @@ def test_round_trip_restores_weights_tables_and_metadata(tiny_checkpoint) -> Non
     payload = torch.load(tiny_checkpoint, weights_only=True)
     assert payload["codec"] == "student-tiny" and payload["fingerprint"] == codec.fingerprint
     table = codec.entropy_bottleneck._quantized_cdf
-    assert table.numel() > 0 and torch.equal(table, payload["state_dict"]["entropy_bottleneck._quantized_cdf"])
+    assert table.numel() > 0 and torch.equal(
+        table, payload["state_dict"]["entropy_bottleneck._quantized_cdf"]
+    )
     x = torch.rand(1, 3, 40, 72)
     again = lic.load_codec(tiny_checkpoint)
     assert codec.compress(x).strings == again.compress(x).strings

@@ -15,7 +15,6 @@ from PIL import Image
 import lic
 from lic.cli import main
 from lic.imageio import load_image, tensor_to_pixels
-
 from tests.images import write_mode
 from tests.test_imageio import CASES
 
@@ -59,13 +58,27 @@ def test_odd_and_minimal_sizes(tmp_path, tiny_checkpoint, capsys, size) -> None:
 def test_each_input_mode_round_trips_with_a_notice(tmp_path, tiny_checkpoint, capsys, mode) -> None:
     source = write_mode(tmp_path / f"in.{'jpg' if mode == 'jpeg' else 'png'}", mode)
     stream = tmp_path / "out.lic"
-    assert main(["encode", str(source), "-o", str(stream), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert (
+        main(["encode", str(source), "-o", str(stream), "--checkpoint", str(tiny_checkpoint)]) == 0
+    )
     err = capsys.readouterr().err
     if CASES[mode]:
         assert err == f"lic: note: {source}: {CASES[mode]}\n"
     else:
         assert err == ""
-    assert main(["decode", str(stream), "-o", str(tmp_path / "o.png"), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert (
+        main(
+            [
+                "decode",
+                str(stream),
+                "-o",
+                str(tmp_path / "o.png"),
+                "--checkpoint",
+                str(tiny_checkpoint),
+            ]
+        )
+        == 0
+    )
     assert np.asarray(Image.open(tmp_path / "o.png")).shape == (37, 53, 3)
 
 
@@ -77,27 +90,69 @@ def _fails(argv, capsys, code: int, *fragments: str) -> None:
         assert fragment in err
 
 
-def test_bad_inputs_are_one_line_errors_and_leave_no_output(tmp_path, tiny_checkpoint, capsys) -> None:
+def test_bad_inputs_are_one_line_errors_and_leave_no_output(
+    tmp_path, tiny_checkpoint, capsys
+) -> None:
     ckpt = str(tiny_checkpoint)
     out = tmp_path / "o.lic"
-    _fails(["encode", str(tmp_path / "missing.png"), "-o", str(out), "--checkpoint", ckpt], capsys, 1, "no such image")
+    _fails(
+        ["encode", str(tmp_path / "missing.png"), "-o", str(out), "--checkpoint", ckpt],
+        capsys,
+        1,
+        "no such image",
+    )
     (tmp_path / "bad.png").write_bytes(b"garbage")
-    _fails(["encode", str(tmp_path / "bad.png"), "-o", str(out), "--checkpoint", ckpt], capsys, 1, "not an image")
+    _fails(
+        ["encode", str(tmp_path / "bad.png"), "-o", str(out), "--checkpoint", ckpt],
+        capsys,
+        1,
+        "not an image",
+    )
     (tmp_path / "bad.lic").write_bytes(b"garbage")
-    _fails(["decode", str(tmp_path / "bad.lic"), "-o", str(tmp_path / "o.png"), "--checkpoint", ckpt], capsys, 1, "magic")
+    _fails(
+        ["decode", str(tmp_path / "bad.lic"), "-o", str(tmp_path / "o.png"), "--checkpoint", ckpt],
+        capsys,
+        1,
+        "magic",
+    )
     assert not out.exists() and not (tmp_path / "o.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.lic", "bad.png"]
 
 
 def test_fingerprint_mismatch_names_both(tmp_path, tiny_checkpoint, capsys) -> None:
     write_mode(tmp_path / "in.png", "RGB")
-    assert main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(tmp_path / "in.png"),
+                "-o",
+                str(tmp_path / "a.lic"),
+                "--checkpoint",
+                str(tiny_checkpoint),
+            ]
+        )
+        == 0
+    )
     other = tmp_path / "other.ckpt"
     lic.save_codec(lic.create_codec("student-tiny"), other)
     expected = lic.load_codec(tiny_checkpoint).fingerprint[:16]
     actual = lic.load_codec(other).fingerprint[:16]
     capsys.readouterr()
-    _fails(["decode", str(tmp_path / "a.lic"), "-o", str(tmp_path / "a.png"), "--checkpoint", str(other)], capsys, 1, expected, actual)
+    _fails(
+        [
+            "decode",
+            str(tmp_path / "a.lic"),
+            "-o",
+            str(tmp_path / "a.png"),
+            "--checkpoint",
+            str(other),
+        ],
+        capsys,
+        1,
+        expected,
+        actual,
+    )
     assert not (tmp_path / "a.png").exists()
 
 
@@ -106,19 +161,53 @@ def test_usage_errors_exit_2(tmp_path, tiny_checkpoint, capsys) -> None:
         main(["encode", "x.png"])  # no -o, no --checkpoint
     assert info.value.code == 2
     write_mode(tmp_path / "in.png", "RGB")
-    main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), "--checkpoint", str(tiny_checkpoint)])
+    main(
+        [
+            "encode",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "a.lic"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ]
+    )
     capsys.readouterr()
-    _fails(["decode", str(tmp_path / "a.lic"), "-o", str(tmp_path / "a.png")], capsys, 2, "--checkpoint is required")
+    _fails(
+        ["decode", str(tmp_path / "a.lic"), "-o", str(tmp_path / "a.png")],
+        capsys,
+        2,
+        "--checkpoint is required",
+    )
     if not torch.cuda.is_available():
         _fails(
-            ["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "b.lic"), "--checkpoint", str(tiny_checkpoint), "--device", "cuda"],
-            capsys, 2, "no CUDA device",
+            [
+                "encode",
+                str(tmp_path / "in.png"),
+                "-o",
+                str(tmp_path / "b.lic"),
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--device",
+                "cuda",
+            ],
+            capsys,
+            2,
+            "no CUDA device",
         )
 
 
 def test_info_prints_the_header(tmp_path, tiny_checkpoint, capsys) -> None:
     write_mode(tmp_path / "in.png", "RGB")
-    main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), "--checkpoint", str(tiny_checkpoint)])
+    main(
+        [
+            "encode",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "a.lic"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ]
+    )
     capsys.readouterr()
     assert main(["info", str(tmp_path / "a.lic")]) == 0
     out = capsys.readouterr().out
@@ -130,13 +219,35 @@ def test_console_script_is_installed(tmp_path, tiny_checkpoint) -> None:
     assert exe, "the `lic` console script is not installed beside this Python"
     write_mode(tmp_path / "in.png", "RGB")
     done = subprocess.run(
-        [exe, "encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), "--checkpoint", str(tiny_checkpoint)],
-        capture_output=True, text=True, timeout=300,
+        [
+            exe,
+            "encode",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "a.lic"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "bpp" in done.stdout
-    bad = subprocess.run([exe, "decode", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), "--checkpoint", str(tiny_checkpoint)],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            exe,
+            "decode",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "x.png"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 

@@ -22,12 +22,18 @@ spec.loader.exec_module(compat)
 """
 
 
-def _python(code: str, extra_path: Path | None = None, shim: bool = False) -> subprocess.CompletedProcess[str]:
+def _python(
+    code: str, extra_path: Path | None = None, shim: bool = False
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     paths = [str(extra_path)] if extra_path else []
     env["PYTHONPATH"] = os.pathsep.join(paths + [str(REPO), env.get("PYTHONPATH", "")])
     return subprocess.run(
-        [sys.executable, "-c", (LOAD_SHIM if shim else "") + textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", (LOAD_SHIM if shim else "") + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 

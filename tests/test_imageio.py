@@ -8,7 +8,6 @@ from PIL import Image
 
 from lic.errors import ImageError
 from lic.imageio import atomic_output, load_image, save_png
-
 from tests.images import gradient, write_mode
 
 CASES = {
@@ -38,7 +37,9 @@ def test_every_input_mode_becomes_rgb8(tmp_path, mode: str) -> None:
 def test_sixteen_bit_samples_are_scaled_not_clipped(tmp_path) -> None:
     expected = gradient(37, 53)
     gray = load_image(write_mode(tmp_path / "g.png", "gray16")).pixels
-    assert np.array_equal(gray[..., 0], expected[..., 0]) and np.array_equal(gray[..., 2], expected[..., 0])
+    assert np.array_equal(gray[..., 0], expected[..., 0]) and np.array_equal(
+        gray[..., 2], expected[..., 0]
+    )
     rgb = load_image(write_mode(tmp_path / "c.png", "rgb16")).pixels
     assert np.array_equal(rgb, expected)
 

@@ -7,8 +7,8 @@ with convolutions.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 from timm.models.swin_transformer_v2 import SwinTransformerV2Block
+from torch import Tensor, nn
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:

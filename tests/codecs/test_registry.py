@@ -12,7 +12,6 @@ from hydra.utils import instantiate
 import lic
 from lic.codecs import create_codec
 from lic.errors import UsageError
-
 from tests.conftest import REPO
 from tests.helpers import TINY_CODECS
 
@@ -64,7 +63,7 @@ def test_forward_exposes_named_features_and_trains(name: str) -> None:
     for i in range(slices):
         for kind in ("mean", "scale"):
             assert out.features[f"entropy.{i}.{kind}"].shape == (2, m // slices, 4, 4)
-    rate = sum(-torch.log2(l).sum() for l in out.likelihoods.values())
+    rate = sum(-torch.log2(lik).sum() for lik in out.likelihoods.values())
     (rate + (out.x_hat - x).pow(2).mean()).backward()
     assert codec.g_a[0][0].weight.grad.abs().sum() > 0
     assert codec.g_s[-1].weight.grad.abs().sum() > 0
@@ -73,7 +72,11 @@ def test_forward_exposes_named_features_and_trains(name: str) -> None:
 def test_swin_variants_use_timm_swin_v2_blocks() -> None:
     from timm.models.swin_transformer_v2 import SwinTransformerV2Block
 
-    for name, has_attention in [("teacher-tiny", True), ("student-swin-tiny", True), ("student-tiny", False)]:
+    for name, has_attention in [
+        ("teacher-tiny", True),
+        ("student-swin-tiny", True),
+        ("student-tiny", False),
+    ]:
         blocks = [m for m in create_codec(name).modules() if isinstance(m, SwinTransformerV2Block)]
         assert bool(blocks) == has_attention, name
         assert all(b.dynamic_mask for b in blocks)

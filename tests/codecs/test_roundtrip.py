@@ -7,7 +7,6 @@ import torch
 
 from lic import bitstream, coding
 from lic.checkpoint import weights_fingerprint
-
 from tests.helpers import TINY_CODECS, perturbed_codec
 
 
@@ -47,7 +46,7 @@ def test_container_size_matches_modelled_rate(calibrated) -> None:
     codec.metadata = {}
     with torch.no_grad():
         out = codec(image)
-    modelled_bits = sum(-torch.log2(l).sum().item() for l in out.likelihoods.values())
+    modelled_bits = sum(-torch.log2(lik).sum().item() for lik in out.likelihoods.values())
     data = coding.encode(codec, image)
     stream = bitstream.unpack(data)
     strings = [s for per_latent in stream.strings.values() for s in per_latent]
