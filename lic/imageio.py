@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from lic.errors import ImageError
+from lic.errors import ImageError, LicError
 
 
 @contextlib.contextmanager
@@ -31,7 +31,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise ImageError(f"output directory does not exist: {directory}")
+        raise LicError(f"output directory does not exist: {directory}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     os.close(fd)
     tmp_path = Path(tmp)

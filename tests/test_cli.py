@@ -15,23 +15,48 @@ from PIL import Image
 import lic
 from lic.cli import main
 from lic.imageio import load_image, tensor_to_pixels
+
 from tests.images import write_mode
 from tests.test_imageio import CASES
 
 
-def _round_trip(tmp_path, source, checkpoint, capsys):
+def _encode(source: Path, output: Path, checkpoint: Path, *extra: str) -> int:
+    return main(["encode", str(source), "-o", str(output), "--checkpoint", str(checkpoint), *extra])
+
+
+def _decode(source: Path, output: Path, checkpoint: Path | None) -> int:
+    argv = ["decode", str(source), "-o", str(output)]
+    return main(argv + (["--checkpoint", str(checkpoint)] if checkpoint else []))
+
+
+def _encoded_sample(tmp_path: Path, checkpoint: Path, capsys) -> Path:
+    """A small RGB image encoded to ``a.lic``, with the captured output discarded."""
+    assert _encode(write_mode(tmp_path / "in.png", "RGB"), tmp_path / "a.lic", checkpoint) == 0
+    capsys.readouterr()
+    return tmp_path / "a.lic"
+
+
+def _round_trip(tmp_path: Path, source: Path, checkpoint: Path, capsys):
     stream, output = tmp_path / "out.lic", tmp_path / "out.png"
-    assert main(["encode", str(source), "-o", str(stream), "--checkpoint", str(checkpoint)]) == 0
+    assert _encode(source, stream, checkpoint) == 0
     printed = capsys.readouterr()
-    assert main(["decode", str(stream), "-o", str(output), "--checkpoint", str(checkpoint)]) == 0
+    assert _decode(stream, output, checkpoint) == 0
     return stream, np.asarray(Image.open(output).convert("RGB")), printed
 
 
-def _forward_pixels(checkpoint, pixels: np.ndarray) -> np.ndarray:
+def _forward_pixels(checkpoint: Path, pixels: np.ndarray) -> np.ndarray:
     codec = lic.load_codec(checkpoint)
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         return tensor_to_pixels(codec(x).x_hat)
+
+
+def _fails(argv: list[str], capsys, code: int, *fragments: str) -> None:
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.startswith("lic: error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err
 
 
 def test_kodak_image_round_trip(kodak_dir, tiny_checkpoint, tmp_path, capsys) -> None:
@@ -57,102 +82,32 @@ def test_odd_and_minimal_sizes(tmp_path, tiny_checkpoint, capsys, size) -> None:
 @pytest.mark.parametrize("mode", list(CASES))
 def test_each_input_mode_round_trips_with_a_notice(tmp_path, tiny_checkpoint, capsys, mode) -> None:
     source = write_mode(tmp_path / f"in.{'jpg' if mode == 'jpeg' else 'png'}", mode)
-    stream = tmp_path / "out.lic"
-    assert (
-        main(["encode", str(source), "-o", str(stream), "--checkpoint", str(tiny_checkpoint)]) == 0
-    )
-    err = capsys.readouterr().err
-    if CASES[mode]:
-        assert err == f"lic: note: {source}: {CASES[mode]}\n"
-    else:
-        assert err == ""
-    assert (
-        main(
-            [
-                "decode",
-                str(stream),
-                "-o",
-                str(tmp_path / "o.png"),
-                "--checkpoint",
-                str(tiny_checkpoint),
-            ]
-        )
-        == 0
-    )
-    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (37, 53, 3)
+    _, decoded, printed = _round_trip(tmp_path, source, tiny_checkpoint, capsys)
+    assert printed.err == (f"lic: note: {source}: {CASES[mode]}\n" if CASES[mode] else "")
+    assert decoded.shape == (37, 53, 3)
 
 
-def _fails(argv, capsys, code: int, *fragments: str) -> None:
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    assert err.startswith("lic: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err
-
-
-def test_bad_inputs_are_one_line_errors_and_leave_no_output(
-    tmp_path, tiny_checkpoint, capsys
-) -> None:
-    ckpt = str(tiny_checkpoint)
-    out = tmp_path / "o.lic"
-    _fails(
-        ["encode", str(tmp_path / "missing.png"), "-o", str(out), "--checkpoint", ckpt],
-        capsys,
-        1,
-        "no such image",
-    )
+def test_bad_inputs_are_one_line_errors_and_leave_no_output(tmp_path, tiny_checkpoint, capsys):
+    ckpt, out, png = str(tiny_checkpoint), str(tmp_path / "o.lic"), str(tmp_path / "o.png")
+    missing = str(tmp_path / "missing.png")
+    _fails(["encode", missing, "-o", out, "--checkpoint", ckpt], capsys, 1, "no such image")
     (tmp_path / "bad.png").write_bytes(b"garbage")
-    _fails(
-        ["encode", str(tmp_path / "bad.png"), "-o", str(out), "--checkpoint", ckpt],
-        capsys,
-        1,
-        "not an image",
-    )
+    bad_png = str(tmp_path / "bad.png")
+    _fails(["encode", bad_png, "-o", out, "--checkpoint", ckpt], capsys, 1, "not an image")
     (tmp_path / "bad.lic").write_bytes(b"garbage")
-    _fails(
-        ["decode", str(tmp_path / "bad.lic"), "-o", str(tmp_path / "o.png"), "--checkpoint", ckpt],
-        capsys,
-        1,
-        "magic",
-    )
-    assert not out.exists() and not (tmp_path / "o.png").exists()
+    bad_lic = str(tmp_path / "bad.lic")
+    _fails(["decode", bad_lic, "-o", png, "--checkpoint", ckpt], capsys, 1, "magic")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.lic", "bad.png"]
 
 
 def test_fingerprint_mismatch_names_both(tmp_path, tiny_checkpoint, capsys) -> None:
-    write_mode(tmp_path / "in.png", "RGB")
-    assert (
-        main(
-            [
-                "encode",
-                str(tmp_path / "in.png"),
-                "-o",
-                str(tmp_path / "a.lic"),
-                "--checkpoint",
-                str(tiny_checkpoint),
-            ]
-        )
-        == 0
-    )
+    stream = _encoded_sample(tmp_path, tiny_checkpoint, capsys)
     other = tmp_path / "other.ckpt"
     lic.save_codec(lic.create_codec("student-tiny"), other)
     expected = lic.load_codec(tiny_checkpoint).fingerprint[:16]
     actual = lic.load_codec(other).fingerprint[:16]
-    capsys.readouterr()
-    _fails(
-        [
-            "decode",
-            str(tmp_path / "a.lic"),
-            "-o",
-            str(tmp_path / "a.png"),
-            "--checkpoint",
-            str(other),
-        ],
-        capsys,
-        1,
-        expected,
-        actual,
-    )
+    argv = ["decode", str(stream), "-o", str(tmp_path / "a.png"), "--checkpoint", str(other)]
+    _fails(argv, capsys, 1, expected, actual)
     assert not (tmp_path / "a.png").exists()
 
 
@@ -160,95 +115,20 @@ def test_usage_errors_exit_2(tmp_path, tiny_checkpoint, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["encode", "x.png"])  # no -o, no --checkpoint
     assert info.value.code == 2
-    write_mode(tmp_path / "in.png", "RGB")
-    main(
-        [
-            "encode",
-            str(tmp_path / "in.png"),
-            "-o",
-            str(tmp_path / "a.lic"),
-            "--checkpoint",
-            str(tiny_checkpoint),
-        ]
-    )
-    capsys.readouterr()
-    _fails(
-        ["decode", str(tmp_path / "a.lic"), "-o", str(tmp_path / "a.png")],
-        capsys,
-        2,
-        "--checkpoint is required",
-    )
+    stream = _encoded_sample(tmp_path, tiny_checkpoint, capsys)
+    argv = ["decode", str(stream), "-o", str(tmp_path / "a.png")]
+    _fails(argv, capsys, 2, "--checkpoint is required")
     if not torch.cuda.is_available():
-        _fails(
-            [
-                "encode",
-                str(tmp_path / "in.png"),
-                "-o",
-                str(tmp_path / "b.lic"),
-                "--checkpoint",
-                str(tiny_checkpoint),
-                "--device",
-                "cuda",
-            ],
-            capsys,
-            2,
-            "no CUDA device",
-        )
+        argv = ["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "b.lic")]
+        _fails(argv + ["--checkpoint", str(tiny_checkpoint), "--device", "cuda"], capsys, 2, "CUDA")
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.lic").exists()
 
 
 def test_info_prints_the_header(tmp_path, tiny_checkpoint, capsys) -> None:
-    write_mode(tmp_path / "in.png", "RGB")
-    main(
-        [
-            "encode",
-            str(tmp_path / "in.png"),
-            "-o",
-            str(tmp_path / "a.lic"),
-            "--checkpoint",
-            str(tiny_checkpoint),
-        ]
-    )
-    capsys.readouterr()
-    assert main(["info", str(tmp_path / "a.lic")]) == 0
+    stream = _encoded_sample(tmp_path, tiny_checkpoint, capsys)
+    assert main(["info", str(stream)]) == 0
     out = capsys.readouterr().out
     assert "student-tiny" in out and "0.013" in out and "1 of 53x37" in out
-
-
-def test_console_script_is_installed(tmp_path, tiny_checkpoint) -> None:
-    exe = shutil.which("lic", path=str(Path(sys.executable).parent))
-    assert exe, "the `lic` console script is not installed beside this Python"
-    write_mode(tmp_path / "in.png", "RGB")
-    done = subprocess.run(
-        [
-            exe,
-            "encode",
-            str(tmp_path / "in.png"),
-            "-o",
-            str(tmp_path / "a.lic"),
-            "--checkpoint",
-            str(tiny_checkpoint),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "bpp" in done.stdout
-    bad = subprocess.run(
-        [
-            exe,
-            "decode",
-            str(tmp_path / "in.png"),
-            "-o",
-            str(tmp_path / "x.png"),
-            "--checkpoint",
-            str(tiny_checkpoint),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
 def test_codecs_lists_parameter_counts(capsys) -> None:
@@ -256,3 +136,19 @@ def test_codecs_lists_parameter_counts(capsys) -> None:
     out = capsys.readouterr().out
     count = sum(p.numel() for p in lic.create_codec("teacher-tiny").parameters())
     assert f"{count:,}" in out and "student-tiny" in out
+
+
+def test_console_script_is_installed(tmp_path, tiny_checkpoint) -> None:
+    exe = shutil.which("lic", path=str(Path(sys.executable).parent))
+    assert exe, "the `lic` console script is not installed beside this Python"
+    source = write_mode(tmp_path / "in.png", "RGB")
+    ckpt = str(tiny_checkpoint)
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, *argv], capture_output=True, text=True, timeout=300)
+
+    done = run("encode", str(source), "-o", str(tmp_path / "a.lic"), "--checkpoint", ckpt)
+    assert done.returncode == 0, done.stderr
+    assert "bpp" in done.stdout
+    bad = run("decode", str(source), "-o", str(tmp_path / "x.png"), "--checkpoint", ckpt)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
