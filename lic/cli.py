@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LicError as exc:
         print(f"lic: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # unwritable output, full disk, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"lic: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lic: interrupted", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ from lic import bitstream
 from lic.bitstream import Bitstream
 from lic.checkpoint import FINGERPRINT_BYTES, load_codec
 from lic.codecs import Compressed
-from lic.errors import BitstreamError, CheckpointError, ImageError, UsageError
+from lic.errors import BitstreamError, CheckpointError, UsageError
 from lic.imageio import atomic_output, load_image, save_png, tensor_to_pixels
 
 
@@ -155,12 +155,8 @@ def decode_file(
             f"fingerprint {stream.fingerprint.hex()}"
         )
     codec = load_codec(checkpoint, device=target)
-    check_compatible(stream, codec)
     start = time.perf_counter()
     images = decode_stream(codec, stream)
     seconds = time.perf_counter() - start
-    try:
-        save_png(tensor_to_pixels(images), output)
-    except OSError as exc:
-        raise ImageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    save_png(tensor_to_pixels(images), output)
     return seconds

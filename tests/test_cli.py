@@ -152,3 +152,14 @@ def test_console_script_is_installed(tmp_path, tiny_checkpoint) -> None:
     assert "bpp" in done.stdout
     bad = run("decode", str(source), "-o", str(tmp_path / "x.png"), "--checkpoint", ckpt)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path, tiny_checkpoint, capsys) -> None:
+    source = write_mode(tmp_path / "in.png", "RGB")
+    (tmp_path / "dir.lic").mkdir()
+    argv = ["encode", str(source), "-o", str(tmp_path / "dir.lic"), "--checkpoint"]
+    _fails(argv + [str(tiny_checkpoint)], capsys, 1, "dir.lic")
+    missing_dir = str(tmp_path / "nowhere" / "a.lic")
+    argv = ["encode", str(source), "-o", missing_dir, "--checkpoint", str(tiny_checkpoint)]
+    _fails(argv, capsys, 1, "output directory does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.lic", "in.png"]
