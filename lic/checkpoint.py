@@ -37,10 +37,15 @@ FINGERPRINT_BYTES = 8
 METRICS = ("mse", "ms-ssim")
 
 
-def weights_fingerprint(codec: nn.Module) -> str:
-    """sha256 (hex) over the names, dtypes, shapes and bytes of the codec's state dict."""
+def weights_fingerprint(codec: nn.Module, parameters_only: bool = False) -> str:
+    """sha256 (hex) over the names, dtypes, shapes and bytes of the codec's state dict.
+
+    With ``parameters_only`` the buffers (entropy-coding tables, which ``update`` rebuilds)
+    are left out: what training changes, and all data-parallel ranks must agree on.
+    """
     digest = hashlib.sha256()
-    for name, tensor in sorted(codec.state_dict().items()):
+    tensors = dict(codec.named_parameters()) if parameters_only else codec.state_dict()
+    for name, tensor in sorted(tensors.items()):
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
         digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())

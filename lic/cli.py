@@ -50,6 +50,13 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"payload      {total} bytes")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from lic.training.export import export_training_checkpoint
+
+    fingerprint = export_training_checkpoint(args.input, args.output)
+    print(f"{args.output}: codec checkpoint, fingerprint {fingerprint[:16]}")
+
+
 def _cmd_codecs(args: argparse.Namespace) -> None:
     from lic.codecs import codec_spec, create_codec, list_codecs
 
@@ -82,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print the header of a .lic file")
     p.add_argument("input", help=".lic file")
     p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser("export", help="turn a training checkpoint into a codec checkpoint")
+    p.add_argument("input", help="Lightning checkpoint of a lic training run")
+    p.add_argument("-o", "--output", required=True, help="codec checkpoint for lic encode")
+    p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser("codecs", help="list registered codecs with their parameter counts")
     p.add_argument("names", nargs="*", help="only these codecs")

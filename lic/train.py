@@ -1,0 +1,77 @@
+"""``lic-train``: the Hydra entry point. Compose, instantiate, fit.
+
+    lic-train experiment=quick
+    lic-train experiment=student loss.lmbda=0.0067 trainer=gpu
+    lic-train -m experiment=quick loss.lmbda=0.0018,0.0035,0.0067,0.0130
+
+Each run lives in ``run_dir`` (``runs/<name>/lmbda_<λ>`` by default). Re-running the same
+command resumes from ``run_dir/checkpoints/last.ckpt`` when it exists; ``resume=PATH``
+resumes from a given Lightning checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import lic  # noqa: F401  (the torchvision shim must run before Lightning is imported)
+from lic.errors import LicError
+
+log = logging.getLogger("lic.train")
+# The module steps its optimizers by hand and a checkpoint taken after step N is meant to hold
+# the weights after step N; Lightning warns about exactly that.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``cfg.resume``, else the run's last checkpoint, else None."""
+    if cfg.resume:
+        path = Path(cfg.resume)
+        if not path.is_file():
+            raise LicError(f"resume checkpoint not found: {path}")
+        return str(path)
+    last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job described by a composed config; returns the final metrics."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from lic.training.callbacks import AtomicCheckpointIO
+    from lic.training.module import RateDistortionModule
+
+    pl.seed_everything(cfg.seed, workers=True)
+    codec = instantiate(cfg.codec)
+    optim = instantiate(cfg.optim)
+    module = RateDistortionModule(codec=codec, loss=instantiate(cfg.loss), **optim)
+    datamodule = instantiate(cfg.data)
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    ckpt_path = resume_path(cfg)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+@hydra.main(config_path=str(RECIPES), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    try:
+        train(cfg)
+    except LicError as exc:
+        print(f"lic-train: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

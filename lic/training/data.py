@@ -1,0 +1,165 @@
+"""Image folders as training and validation data.
+
+Training samples are random crops with random horizontal and vertical flips; validation
+samples are whole images (batch size 1, since sizes differ). Files are found recursively
+(``.png``, ``.jpg``, ``.jpeg``, any case) and checked once when the dataset is built, from
+their headers:
+
+- unreadable files are reported once (one line each) and left out;
+- images smaller than the crop in either side are left out and counted in one line (padding
+  would teach the codec borders that real images do not have);
+- a file that passes the header check but fails to decode later is reported once by the
+  worker that meets it and replaced by another image, so a bad file never kills a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from lic.errors import UsageError
+from lic.imageio import convert_to_rgb8
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def find_images(root: str | os.PathLike[str]) -> list[Path]:
+    """All image files under ``root``, recursively, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"image folder not found: {root}")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _read(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return convert_to_rgb8(image).pixels
+
+
+class ImageFolder(Dataset):
+    """Images under a folder, as ``(3, H, W)`` float tensors in ``[0, 1]``.
+
+    Args:
+        root: folder searched recursively.
+        crop_size: side of the random square crop; ``None`` returns whole images.
+        limit: keep only the first ``limit`` images (sorted by path).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        crop_size: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.crop_size = crop_size
+        self.paths: list[Path] = []
+        too_small = 0
+        for path in find_images(self.root):
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped
+                log.warning("skipping unreadable image %s (%s)", path, type(exc).__name__)
+                continue
+            if crop_size and (width < crop_size or height < crop_size):
+                too_small += 1
+                continue
+            self.paths.append(path)
+        if too_small:
+            log.warning("skipped %d images smaller than %dx%d in %s", too_small, crop_size, crop_size, root)
+        if limit is not None:
+            self.paths = self.paths[:limit]
+        if not self.paths:
+            raise UsageError(f"no usable images in {self.root}")
+        self._reported: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load(self, index: int) -> np.ndarray:
+        for attempt in range(len(self.paths)):
+            path = self.paths[(index + attempt) % len(self.paths)]
+            try:
+                return _read(path)
+            except Exception as exc:  # noqa: BLE001 - reported once, then replaced
+                if path not in self._reported:
+                    self._reported.add(path)
+                    log.warning("cannot decode %s (%s); using another image", path, type(exc).__name__)
+        raise UsageError(f"no image in {self.root} could be decoded")
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        pixels = self._load(index)
+        if self.crop_size:
+            # torch's generator: seeded by seed_everything, and per worker and epoch by the loader.
+            height, width = pixels.shape[:2]
+            top = int(torch.randint(0, height - self.crop_size + 1, ()))
+            left = int(torch.randint(0, width - self.crop_size + 1, ()))
+            flip_h, flip_v = (torch.rand(2) < 0.5).tolist()
+            pixels = pixels[top : top + self.crop_size, left : left + self.crop_size]
+            if flip_h:
+                pixels = pixels[:, ::-1]
+            if flip_v:
+                pixels = pixels[::-1]
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+        return tensor.float().div_(255)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Random crops of one folder for training; whole images of another for validation.
+
+    Args:
+        train_dir: training images (never Kodak, CLIC or Tecnick).
+        val_dir: validation images (a few Kodak images by default); ``None`` disables it.
+        crop_size: training crop side (a multiple of 64 avoids padding).
+        batch_size: training batch size.
+        num_workers: data-loading worker processes.
+        val_limit: number of validation images.
+    """
+
+    def __init__(
+        self,
+        train_dir: str,
+        val_dir: str | None = None,
+        crop_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        val_limit: int | None = 4,
+    ) -> None:
+        super().__init__()
+        self.train_dir, self.val_dir = train_dir, val_dir
+        self.crop_size, self.batch_size = crop_size, batch_size
+        self.num_workers, self.val_limit = num_workers, val_limit
+        self.train_set: ImageFolder | None = None
+        self.val_set: ImageFolder | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = ImageFolder(self.train_dir, self.crop_size)
+        if self.val_dir and self.val_set is None:
+            self.val_set = ImageFolder(self.val_dir, None, limit=self.val_limit)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, 1, shuffle=False) if self.val_set else []
