@@ -142,3 +142,13 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(image_folder, tmp_path) ->
     exported = lic.load_codec(run / "codec.ckpt")
     assert weights_fingerprint(exported, parameters_only=True) == ranks["fingerprints"][0]
     assert _global_step(run / "checkpoints" / "last.ckpt") == 4
+
+
+def test_multirun_over_lambda_makes_one_run_folder_each(image_folder, tmp_path) -> None:
+    overrides = [o for o in small_run_overrides(image_folder, tmp_path) if not o.startswith("run_dir=")]
+    command = [sys.executable, "-m", "lic.train", "-m", *overrides, "loss.lmbda=0.0067,0.013", "+trainer.fast_dev_run=1"]
+    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for lmbda in (0.0067, 0.013):
+        codec = lic.load_codec(tmp_path / "runs" / "quick" / f"lmbda_{lmbda}" / "codec.ckpt")
+        assert codec.metadata["lmbda"] == pytest.approx(lmbda)
