@@ -9,7 +9,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from lic.errors import LicError
+from pathlib import Path
+
+from lic.errors import LicError, UsageError
 
 
 def _cmd_encode(args: argparse.Namespace) -> None:
@@ -57,6 +59,89 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"{args.output}: codec checkpoint, fingerprint {fingerprint[:16]}")
 
 
+def _cmd_datasets(args: argparse.Namespace) -> None:
+    from lic.evaluation import datasets
+
+    catalog = datasets.load_catalog(args.catalog)
+    if args.action == "list":
+        for spec in catalog.values():
+            state = "installed" if (args.root / spec.name / datasets.MARKER).is_file() else "-"
+            print(f"{spec.name:<30} {spec.count:>4} images  {state:<9}  {spec.description}")
+            for remote in spec.files[:1]:
+                more = f" (+{len(spec.files) - 1} more)" if len(spec.files) > 1 else ""
+                print(f"{'':<30} {remote.url}{more}")
+        return
+    if not args.name:
+        raise UsageError(f"lic datasets {args.action} needs a dataset NAME")
+    spec = datasets.get_spec(args.name, catalog)
+    if args.action == "download":
+        folder = datasets.download(spec, args.root)
+        print(f"{folder}: {spec.count} images, verified")
+        return
+    problems = datasets.verify(spec, args.root / spec.name)
+    if problems:
+        raise LicError(f"{spec.name}: {len(problems)} problem(s): {'; '.join(problems[:5])}")
+    print(f"{args.root / spec.name}: {spec.count} images, all checks passed")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from lic.evaluation.datasets import resolve_images
+    from lic.evaluation.runner import run_evaluation
+    from lic.paths import shared_dir
+
+    label, images = resolve_images(args.dataset, args.data_root, shared_dir() / "datasets")
+    if args.limit:
+        images = images[: args.limit]
+    anchors = [a for a in (args.anchors or "").split(",") if a]
+    written = run_evaluation(images, args.checkpoint or [], args.output, anchors, args.device, args.name, label)
+    for path in written:
+        print(path)
+    print(args.output / "per-image.csv")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from lic.evaluation.report import write_report
+
+    report = write_report(args.results, args.anchor, args.output)
+    for row in report["rows"]:
+        rate = "n/a" if row["bd_rate_psnr"] is None else f"{row['bd_rate_psnr']:+.2f}%"
+        print(f"{row['name']:<40} BD-rate vs {report['anchor']}: {rate}")
+    print(args.output / "report.md")
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    import json
+
+    from lic.checkpoint import load_codec
+    from lic.codecs import create_codec
+    from lic.coding import resolve_device
+    from lic.evaluation.bench import format_table, run_benchmark
+
+    device = resolve_device(args.device)
+    codecs = {}
+    for path in args.checkpoint or []:
+        codec = load_codec(path)
+        codecs[f"{codec.codec_name} ({path.name})"] = codec
+    for name in args.codec or []:
+        codec = create_codec(name)
+        codec.update(force=True)
+        codecs[name] = codec
+    if not codecs:
+        raise UsageError("give --checkpoint and/or --codec")
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size must be WIDTHxHEIGHT, got {args.size!r}") from None
+    report = run_benchmark(codecs, height, width, device, runs=args.runs, warmup=args.warmup)
+    print(format_table(report))
+    if args.output:
+        from lic.imageio import atomic_output
+
+        with atomic_output(args.output) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+        print(args.output)
+
+
 def _cmd_codecs(args: argparse.Namespace) -> None:
     from lic.codecs import codec_spec, create_codec, list_codecs
 
@@ -94,6 +179,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="Lightning checkpoint of a lic training run")
     p.add_argument("-o", "--output", required=True, help="codec checkpoint for lic encode")
     p.set_defaults(run=_cmd_export)
+
+    from lic.paths import data_root
+
+    p = sub.add_parser("datasets", help="list, download or verify the standard test sets")
+    p.add_argument("action", choices=["list", "download", "verify"])
+    p.add_argument("name", nargs="?", help="catalog name (see `lic datasets list`)")
+    p.add_argument("--root", type=Path, default=data_root(), help="datasets folder (default: $LIC_DATA or ./datasets)")
+    p.add_argument("--catalog", type=Path, help="JSON file adding or replacing catalog entries")
+    p.set_defaults(run=_cmd_datasets)
+
+    p = sub.add_parser("evaluate", help="rate-distortion of codecs and anchors on a dataset")
+    p.add_argument("--dataset", required=True, help="kodak, clic, tecnick, a catalog name, or a folder")
+    p.add_argument("--checkpoint", nargs="+", type=Path, help="codec checkpoints (one codec's form one curve)")
+    p.add_argument("--name", help="curve name for the checkpoints (default: the codec's)")
+    p.add_argument("--anchors", help="comma-separated: jpeg,webp,avif,jxl,jpeg2000,bpg")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--data-root", type=Path, default=data_root(), help="where downloaded datasets are")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.set_defaults(run=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="BD-rate table and RD plots from results JSON files")
+    p.add_argument("results", nargs="+", type=Path, help="results JSON files (CompressAI's shape)")
+    p.add_argument("--anchor", required=True, help="name of one curve, or a results JSON file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.set_defaults(run=_cmd_report)
+
+    p = sub.add_parser("bench", help="parameters, MACs, latency (network vs entropy coding), memory")
+    p.add_argument("--checkpoint", nargs="+", type=Path, help="codec checkpoints")
+    p.add_argument("--codec", nargs="+", help="registered codecs (untrained weights)")
+    p.add_argument("--size", default="768x512", help="WIDTHxHEIGHT (default: Kodak's 768x512)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("-o", "--output", type=Path, help="JSON file for the figures")
+    p.set_defaults(run=_cmd_bench)
 
     p = sub.add_parser("codecs", help="list registered codecs with their parameter counts")
     p.add_argument("names", nargs="*", help="only these codecs")

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from lic.codecs.entropy import SliceContextModel
 from lic.codecs.layers import conv, deconv, transform_stage
+from lic.codecs.timing import Stopwatch, section
 
 
 @dataclass
@@ -226,17 +227,19 @@ class ChannelARCodec(CompressionModel):
         )
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> Compressed:
+    def compress(self, x: Tensor, stopwatch: Stopwatch | None = None) -> Compressed:
         """Entropy-code a batch of images in ``[0, 1]`` into one rANS string per image and latent.
 
-        Requires up-to-date coding tables (:meth:`update`, done by ``save_codec``).
+        Requires up-to-date coding tables (:meth:`update`, done by ``save_codec``). A
+        ``stopwatch`` receives the time spent in entropy coding (section ``"entropy"``).
         """
         image_size = (x.shape[-2], x.shape[-1])
         x, padding = self._pad(x)
         y = self.g_a(x)
         z = self.h_a(y)
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        with section(stopwatch, "entropy"):
+            z_strings = self.entropy_bottleneck.compress(z)
+            z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         hyper_means, hyper_scales = self._hyper(z_hat)
 
         gc = self.context.gaussian_conditional
@@ -249,19 +252,20 @@ class ChannelARCodec(CompressionModel):
             return gc.dequantize(symbols, mean)
 
         self.context.run(hyper_means, hyper_scales, quantize)
-        cdfs, cdf_lengths, offsets = self._coding_tables()
         y_strings = []
-        for b in range(x.shape[0]):
-            encoder = BufferedRansEncoder()
-            for symbols, indexes in coded:
-                encoder.encode_with_indexes(
-                    symbols[b].reshape(-1).tolist(),
-                    indexes[b].reshape(-1).tolist(),
-                    cdfs,
-                    cdf_lengths,
-                    offsets,
-                )
-            y_strings.append(encoder.flush())
+        with section(stopwatch, "entropy"):
+            cdfs, cdf_lengths, offsets = self._coding_tables()
+            for b in range(x.shape[0]):
+                encoder = BufferedRansEncoder()
+                for symbols, indexes in coded:
+                    encoder.encode_with_indexes(
+                        symbols[b].reshape(-1).tolist(),
+                        indexes[b].reshape(-1).tolist(),
+                        cdfs,
+                        cdf_lengths,
+                        offsets,
+                    )
+                y_strings.append(encoder.flush())
         return Compressed(
             strings={"y": y_strings, "z": list(z_strings)},
             shapes={"y": tuple(y.shape[-2:]), "z": tuple(z.shape[-2:])},
@@ -270,8 +274,10 @@ class ChannelARCodec(CompressionModel):
         )
 
     @torch.no_grad()
-    def decompress(self, compressed: Compressed) -> Tensor:
+    def decompress(self, compressed: Compressed, stopwatch: Stopwatch | None = None) -> Tensor:
         """Decode what :meth:`compress` produced into images in ``[0, 1]``, cropped back.
+
+        A ``stopwatch`` receives the time spent in entropy decoding (section ``"entropy"``).
 
         Raises:
             ValueError: latent shapes inconsistent with this codec's resampling.
@@ -281,29 +287,30 @@ class ChannelARCodec(CompressionModel):
         if y_shape != (4 * z_shape[0], 4 * z_shape[1]):
             raise ValueError(f"latent shapes y={y_shape} and z={z_shape} do not fit this codec")
         device = next(self.parameters()).device
-        z_hat = self.entropy_bottleneck.decompress(compressed.strings["z"], z_shape).to(device)
+        with section(stopwatch, "entropy"):
+            z_hat = self.entropy_bottleneck.decompress(compressed.strings["z"], z_shape).to(device)
+            cdfs, cdf_lengths, offsets = self._coding_tables()
+            decoders = []
+            for string in compressed.strings["y"]:
+                decoder = RansDecoder()
+                decoder.set_stream(string)
+                decoders.append(decoder)
         hyper_means, hyper_scales = self._hyper(z_hat)
-
         gc = self.context.gaussian_conditional
-        cdfs, cdf_lengths, offsets = self._coding_tables()
-        decoders = []
-        for string in compressed.strings["y"]:
-            decoder = RansDecoder()
-            decoder.set_stream(string)
-            decoders.append(decoder)
 
         def quantize(i: int, mean: Tensor, scale: Tensor) -> Tensor:
             indexes = self.context.scale_indexes(scale)
-            symbols = [
-                torch.tensor(
-                    decoder.decode_stream(
-                        indexes[b].reshape(-1).tolist(), cdfs, cdf_lengths, offsets
-                    ),
-                    dtype=torch.int32,
-                )
-                for b, decoder in enumerate(decoders)
-            ]
-            symbols_tensor = torch.stack(symbols).reshape(mean.shape).to(mean.device)
+            with section(stopwatch, "entropy"):
+                symbols = [
+                    torch.tensor(
+                        decoder.decode_stream(
+                            indexes[b].reshape(-1).tolist(), cdfs, cdf_lengths, offsets
+                        ),
+                        dtype=torch.int32,
+                    )
+                    for b, decoder in enumerate(decoders)
+                ]
+                symbols_tensor = torch.stack(symbols).reshape(mean.shape).to(mean.device)
             return gc.dequantize(symbols_tensor, mean)
 
         y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize)
