@@ -24,7 +24,7 @@ def ms_ssim_rgb(original: np.ndarray, decoded: np.ndarray) -> float:
         return math.nan
 
     def tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).permute(2, 0, 1)[None].double()
+        return torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]
 
     return float(ms_ssim(tensor(original), tensor(decoded), data_range=255.0))
 

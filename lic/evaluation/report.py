@@ -107,6 +107,7 @@ def _plot(curves: list[dict], anchor: dict, key: str, ylabel: str, path: Path, t
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 5), dpi=120)
+    plotted = 0
     for curve in [anchor, *[c for c in curves if c is not anchor]]:
         values = _values(curve, key)
         if values is None:
@@ -114,10 +115,14 @@ def _plot(curves: list[dict], anchor: dict, key: str, ylabel: str, path: Path, t
         style = {"linestyle": "--", "color": "black"} if curve is anchor else {}
         axis.plot(curve["results"]["bpp"], [transform(v) for v in values], marker="o", markersize=3,
                   label=curve["name"], **style)
+        plotted += 1
     axis.set_xlabel("bits per pixel")
     axis.set_ylabel(ylabel)
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
+    if plotted:
+        axis.legend(fontsize=8)
+    else:
+        axis.text(0.5, 0.5, f"no curve has {key} values", ha="center", va="center", transform=axis.transAxes)
     figure.tight_layout()
     with atomic_output(path) as tmp:
         figure.savefig(tmp, format="png")

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# JPEG and WebP measured here on all of Kodak, reported against CompressAI's published VTM curve
+# next to CompressAI's published JPEG and WebP curves. Writes docs/kodak-anchors/.
+#   bash scripts/kodak_anchors.sh          (shared data from $LIC_SHARED or ../shared)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED="${LIC_SHARED:-../shared}"
+REF="$SHARED/reference/compressai/kodak"
+OUT=docs/kodak-anchors
+LIC_SHARED="$SHARED" .venv/bin/lic evaluate --dataset kodak --anchors jpeg,webp -o "$OUT"
+.venv/bin/lic report "$OUT/jpeg.json" "$OUT/webp.json" "$REF/jpeg.json" "$REF/webp.json" \
+    --anchor "$REF/vtm.json" -o "$OUT/report"
