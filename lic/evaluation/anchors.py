@@ -97,7 +97,7 @@ def _jpeg2000_options(bpp: float) -> dict:
 ANCHORS: dict[str, Anchor] = {
     a.name: a
     for a in [
-        Anchor("jpeg", "JPEG (libjpeg-turbo, 4:2:0)", (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95),
+        Anchor("jpeg", "JPEG (libjpeg-turbo, 4:2:0)", (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95),
                _pillow("JPEG", lambda q: {"quality": int(q)}), _pillow_can("JPEG")),
         Anchor("webp", "WebP (libwebp)", (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
                _pillow("WEBP", lambda q: {"quality": int(q), "method": 6}), _pillow_can("WEBP")),

@@ -61,10 +61,10 @@ def test_evaluate_on_kodak_then_report(kodak_dir, tiny_checkpoint, tmp_path, cap
     jpeg = json.loads((out / "jpeg.json").read_text())
     assert ours["images"] == 2 and len(ours["results"]["bpp"]) == 1
     assert ours["parameters"] > 0 and ours["results"]["encoding_time"][0] > 0
-    assert len(jpeg["results"]["bpp"]) == 12 and jpeg["results"]["bpp"] == sorted(jpeg["results"]["bpp"])
+    assert len(jpeg["results"]["bpp"]) == 13 and jpeg["results"]["bpp"] == sorted(jpeg["results"]["bpp"])
     with open(out / "per-image.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 + 2 * 12
+    assert len(rows) == 2 + 2 * 13
     stream_bpp = [float(r["bpp"]) for r in rows if r["curve"] == "student-tiny"]
     assert ours["results"]["bpp"][0] == pytest.approx(sum(stream_bpp) / 2)
     assert main(["report", str(out / "jpeg.json"), str(out / "student-tiny.json"), "--anchor",
