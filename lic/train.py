@@ -26,6 +26,10 @@ log = logging.getLogger("lic.train")
 # The module steps its optimizers by hand and a checkpoint taken after step N is meant to hold
 # the weights after step N; Lightning warns about exactly that.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+# Re-running a command resumes in the same folder, which Lightning finds suspicious.
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+# Training is step-based on random crops: a resumed epoch simply draws new crops.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
@@ -40,6 +44,44 @@ def resume_path(cfg: DictConfig) -> str | None:
     return str(last) if last.is_file() else None
 
 
+def resolve_phases(phases: list[dict], total_steps: int) -> list[dict]:
+    """Phase lengths from ``steps`` or ``fraction`` of ``total_steps``; the last takes the rest."""
+    resolved, used = [], 0
+    for index, phase in enumerate(phases):
+        phase = dict(phase)
+        fraction = phase.pop("fraction", None)
+        if "steps" not in phase:
+            if fraction is None:
+                raise LicError(f"distillation phase {phase.get('name')!r} needs steps or fraction")
+            last = index == len(phases) - 1
+            phase["steps"] = total_steps - used if last else round(fraction * total_steps)
+        used += phase["steps"]
+        resolved.append(phase)
+    return resolved
+
+
+def _distillation_module(cfg: DictConfig, codec, loss, optim):
+    from hydra.utils import instantiate
+
+    from lic.checkpoint import load_codec
+    from lic.distill import PhaseSchedule
+    from lic.training.distill_module import DistillationModule
+
+    if not cfg.get("teacher_checkpoint"):
+        raise LicError("distillation needs teacher_checkpoint=PATH (the teacher's codec.ckpt, same lambda)")
+    teacher = load_codec(cfg.teacher_checkpoint)
+    phases = resolve_phases(OmegaConf.to_container(cfg.distill.phases), cfg.trainer.max_steps)
+    return DistillationModule(
+        codec=codec,
+        loss=loss,
+        teacher=teacher,
+        schedule=PhaseSchedule(phases),
+        taps=list(cfg.distill.taps),
+        channel_loss=instantiate(cfg.distill.channel_loss),
+        **optim,
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by a composed config; returns the final metrics."""
     import pytorch_lightning as pl
@@ -51,7 +93,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     codec = instantiate(cfg.codec)
     optim = instantiate(cfg.optim)
-    module = RateDistortionModule(codec=codec, loss=instantiate(cfg.loss), **optim)
+    if cfg.get("distill"):
+        module = _distillation_module(cfg, codec, instantiate(cfg.loss), optim)
+    else:
+        module = RateDistortionModule(codec=codec, loss=instantiate(cfg.loss), **optim)
     datamodule = instantiate(cfg.data)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]

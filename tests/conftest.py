@@ -1,12 +1,14 @@
-"""Shared fixtures: the shared-data location and a saved tiny codec."""
+"""Shared fixtures: the shared-data location, a saved tiny codec, a folder of test photos."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import lic
 from tests.helpers import perturbed_codec
@@ -35,3 +37,26 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "student-tiny.ckpt"
     lic.save_codec(codec, path, lmbda=0.013, metric="mse")
     return path
+
+
+def _photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    coarse = rng.integers(0, 256, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    noise = rng.integers(-8, 9, (height, width, 3))
+    return np.clip(np.asarray(image).astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve small photos-like images (PNG and JPEG, one nested folder)."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "nested").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        folder = root / "nested" if i % 3 == 0 else root
+        image = Image.fromarray(_photo(rng, 96 + 8 * (i % 4), 128))
+        if i % 2:
+            image.save(folder / f"img{i:02d}.png")
+        else:
+            image.save(folder / f"img{i:02d}.JPG", quality=92)
+    return root

@@ -84,8 +84,16 @@ class RateDistortionModule(pl.LightningModule):
     def forward(self, x: Tensor):
         return self.codec(x)
 
+    def trainable_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """Parameters of the main and the auxiliary optimizer."""
+        return split_parameters(self.codec)
+
+    def extra_loss(self, batch: Tensor, output: Any) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """Terms added to the rate–distortion loss, and what to log of them (none here)."""
+        return 0.0, {}
+
     def configure_optimizers(self):
-        main, aux = split_parameters(self.codec)
+        main, aux = self.trainable_parameters()
         optimizer = self._optimizer(main)
         aux_optimizer = self._aux_optimizer(aux)
         if self._scheduler is None:
@@ -101,9 +109,11 @@ class RateDistortionModule(pl.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         optimizer, aux_optimizer = self.optimizers()
-        terms = self.loss(self.codec(batch), batch)
+        output = self.codec(batch)
+        terms = self.loss(output, batch)
+        extra, extra_logs = self.extra_loss(batch, output)
         aux_loss = self.codec.aux_loss()
-        total = terms.loss + aux_loss
+        total = terms.loss + extra + aux_loss
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(total)), all=True)
         if not finite:
             self.nonfinite_in_a_row += 1
@@ -127,6 +137,8 @@ class RateDistortionModule(pl.LightningModule):
             scheduler.step()
         self._log_terms("train", terms, prog_bar=True)
         self.log("train/aux_loss", aux_loss.detach())
+        if extra_logs:
+            self.log_dict({k: v.detach() for k, v in extra_logs.items()})
         self.log("train/nonfinite", 0.0)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:

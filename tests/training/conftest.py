@@ -1,41 +1,15 @@
-"""Fixtures for training tests: a small image folder and composed configs pointing at it."""
+"""Helpers for training tests: composed configs pointing at the test image folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from PIL import Image
 
 from tests.conftest import REPO
 
 RECIPES = REPO / "recipes"
-
-
-def _photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    coarse = rng.integers(0, 256, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
-    noise = rng.integers(-8, 9, (height, width, 3))
-    return np.clip(np.asarray(image).astype(int) + noise, 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="session")
-def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Twelve small photos-like images (PNG and JPEG, one nested folder)."""
-    root = tmp_path_factory.mktemp("images")
-    (root / "nested").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        folder = root / "nested" if i % 3 == 0 else root
-        image = Image.fromarray(_photo(rng, 96 + 8 * (i % 4), 128))
-        if i % 2:
-            image.save(folder / f"img{i:02d}.png")
-        else:
-            image.save(folder / f"img{i:02d}.JPG", quality=92)
-    return root
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
