@@ -97,18 +97,26 @@ def save_codec(
     return fingerprint
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_plain(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, weights_only=True)`` with every failure as a one-line CheckpointError.
+
+    ``weights_only`` refuses to unpickle anything but tensors and plain containers, so a file
+    carrying code (a malicious pickle) is refused, never executed.
+    """
+    path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: refused to load (not a plain-data checkpoint): {first}"
-        ) from None
-    except Exception as exc:  # torch.load raises many types on arbitrary bytes
+        raise CheckpointError(f"{path}: refused to load (not a plain-data checkpoint): {first}") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    payload = read_plain(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a lic codec checkpoint (use `lic export` for training checkpoints)"

@@ -6,8 +6,8 @@ For each lambda: train a tiny teacher, then a tiny student from scratch and a ti
 real bitstreams; report BD-rates of the FEDS student against the scratch student and against the
 teacher.
 
-    python scripts/feds_study.py [--lambdas 0.0035,0.0067,0.013,0.025] [--steps 300]
-                                 [--teacher-steps 300] [--crop 64] [--limit 8] [--distill feds]
+    python scripts/feds_study.py [--lambdas 0.0067,0.013,0.025,0.0483] [--steps 1000]
+                                 [--teacher-steps 1000] [--crop 64] [--limit 8] [--distill feds]
                                  [-o docs/feds-study]
 
 Runs go to runs/feds_study_{teacher,scratch,feds}/lmbda_*/ (re-running resumes or skips them).
@@ -48,9 +48,9 @@ def train(experiment: str, name: str, lmbda: float, steps: int, extra: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lambdas", default="0.0035,0.0067,0.013,0.025")
-    parser.add_argument("--steps", type=int, default=300, help="steps of each student")
-    parser.add_argument("--teacher-steps", type=int, default=300)
+    parser.add_argument("--lambdas", default="0.0067,0.013,0.025,0.0483")
+    parser.add_argument("--steps", type=int, default=1000, help="steps of each student")
+    parser.add_argument("--teacher-steps", type=int, default=1000)
     parser.add_argument("--crop", type=int, default=64, help="training crop side")
     parser.add_argument("--limit", type=int, default=8, help="evaluate on the first N images (0: all)")
     parser.add_argument("--distill", default="feds", help="distill config: feds, joint, feature_only, channel_only")

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
-import torch
-
-from lic.checkpoint import save_codec
+from lic.checkpoint import read_plain, save_codec
 from lic.codecs import create_codec
 from lic.errors import CheckpointError
 
@@ -20,14 +17,7 @@ def export_training_checkpoint(source: str | os.PathLike[str], output: str | os.
     hyper-parameters (codec name and arguments, λ, metric).
     """
     source = Path(source)
-    try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {source}") from None
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{source}: refused to load (not a plain-data checkpoint)") from None
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes
-        raise CheckpointError(f"{source}: not a readable checkpoint ({type(exc).__name__})") from None
+    payload = read_plain(source)
     hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     if not hparams or "codec" not in hparams or "state_dict" not in payload:
         raise CheckpointError(f"{source}: not a lic training checkpoint (no codec hyper-parameters)")
