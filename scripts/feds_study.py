@@ -33,8 +33,8 @@ def run(command: list[str]) -> None:
 
 
 def train(experiment: str, name: str, lmbda: float, steps: int, extra: list[str]) -> Path:
-    run_dir = REPO / "runs" / name / f"lmbda_{lmbda}"
-    if (run_dir / "codec.ckpt").is_file():
+    run_dir = Path("runs") / name / f"lmbda_{lmbda}"  # relative to the repository: runs there
+    if (REPO / run_dir / "codec.ckpt").is_file():
         print(f"= {run_dir / 'codec.ckpt'} exists, skipping", flush=True)
         return run_dir / "codec.ckpt"
     run([
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="kodak")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "docs" / "feds-study")
     args, extra = parser.parse_known_args()
+    args.output = args.output.resolve().relative_to(REPO) if args.output.resolve().is_relative_to(REPO) else args.output
     extra = [f"data.crop_size={args.crop}", *(e for e in extra if e != "--")]
     lambdas = [float(v) for v in args.lambdas.split(",")]
     start = time.time()
@@ -75,7 +76,7 @@ def main() -> None:
         limit = ["--limit", str(args.limit)] if args.limit else []
         run([str(BIN / "lic"), "evaluate", "--dataset", args.dataset, *limit, "--checkpoint",
              *map(str, checkpoints), "--name", names[key], "-o", str(out)])
-        files.append(next(out.glob("*.json")))
+        files.append(next((REPO / out).glob("*.json")).relative_to(REPO))
     for anchor in ("scratch", "teacher"):
         run([str(BIN / "lic"), "report", *map(str, files), "--anchor", names[anchor],
              "-o", str(args.output / f"vs-{anchor}")])
@@ -83,10 +84,10 @@ def main() -> None:
         "lambdas": lambdas, "student_steps": args.steps, "teacher_steps": args.teacher_steps,
         "crop": args.crop, "evaluated_images": args.limit or "all",
         "distill": args.distill, "training_seconds": round(trained), "total_seconds": round(time.time() - start),
-        "vs_scratch": json.loads((args.output / "vs-scratch" / "report.json").read_text())["rows"],
-        "vs_teacher": json.loads((args.output / "vs-teacher" / "report.json").read_text())["rows"],
+        "vs_scratch": json.loads((REPO / args.output / "vs-scratch" / "report.json").read_text())["rows"],
+        "vs_teacher": json.loads((REPO / args.output / "vs-teacher" / "report.json").read_text())["rows"],
     }
-    (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (REPO / args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("vs_")}, indent=2))
 
 
