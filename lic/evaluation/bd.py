@@ -50,6 +50,16 @@ def _curve(rate: Sequence[float], quality: Sequence[float], label: str, method: 
     return np.log(r), q
 
 
+def _curves(anchor_bpp, anchor_quality, test_bpp, test_quality, method: str):
+    """Both curves validated and in (log-rate, quality) form."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return (
+        _curve(anchor_bpp, anchor_quality, "anchor", method),
+        _curve(test_bpp, test_quality, "test", method),
+    )
+
+
 def _mean_over(x: np.ndarray, y: np.ndarray, low: float, high: float, method: str) -> float:
     """Mean of the interpolated y(x) over [low, high]."""
     if method == "pchip":
@@ -85,10 +95,7 @@ def bd_rate(
 
     Works for any quality measure on the second axis (PSNR, MS-SSIM in dB...).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    log_ra, qa = _curve(anchor_bpp, anchor_psnr, "anchor", method)
-    log_rt, qt = _curve(test_bpp, test_psnr, "test", method)
+    (log_ra, qa), (log_rt, qt) = _curves(anchor_bpp, anchor_psnr, test_bpp, test_psnr, method)
     low, high = _overlap(qa, qt, "quality")
     diff = _mean_over(qt, log_rt, low, high, method) - _mean_over(qa, log_ra, low, high, method)
     return (math.exp(diff) - 1) * 100
@@ -102,9 +109,6 @@ def bd_psnr(
     method: str = "pchip",
 ) -> float:
     """Bjøntegaard delta quality of ``test`` against ``anchor`` (dB for PSNR)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    log_ra, qa = _curve(anchor_bpp, anchor_psnr, "anchor", method)
-    log_rt, qt = _curve(test_bpp, test_psnr, "test", method)
+    (log_ra, qa), (log_rt, qt) = _curves(anchor_bpp, anchor_psnr, test_bpp, test_psnr, method)
     low, high = _overlap(log_ra, log_rt, "log-rate")
     return _mean_over(log_rt, qt, low, high, method) - _mean_over(log_ra, qa, low, high, method)
