@@ -6,7 +6,7 @@ For each lambda: train a tiny teacher, then a tiny student from scratch and a ti
 real bitstreams; report BD-rates of the FEDS student against the scratch student and against the
 teacher.
 
-    python scripts/feds_study.py [--lambdas 0.0067,0.013,0.025,0.0483] [--steps 2000]
+    python scripts/feds_study.py [--lambdas 0.0035,0.013,0.0483,0.18] [--steps 2000]
                                  [--teacher-steps 2000] [--crop 128] [--limit 0] [--distill feds]
                                  [--jobs 2] [-o docs/feds-study]
 
@@ -63,7 +63,10 @@ def train(experiment: str, name: str, lmbda: float, steps: int, extra: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lambdas", default="0.0067,0.013,0.025,0.0483")
+    parser.add_argument(
+        "--lambdas", default="0.0035,0.013,0.0483,0.18",
+        help="wide apart: early in training, rate answers lambda before distortion does",
+    )
     parser.add_argument("--steps", type=int, default=2000, help="steps of each student")
     parser.add_argument("--teacher-steps", type=int, default=2000)
     parser.add_argument("--crop", type=int, default=128, help="training crop side (the codec downsamples 64x)")
