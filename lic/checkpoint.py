@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lic.codecs import create_codec
-from lic.errors import CheckpointError
+from lic.errors import CheckpointError, LicError
 from lic.imageio import atomic_output
 
 FORMAT = "lic-codec"
@@ -132,6 +132,34 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
+def _state_dict_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
+    """What differs between a codec's state dict and a checkpoint's, in one line ('' if none)."""
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+    parts = []
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing:
+        parts.append(f"missing {some(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {some(unexpected)}")
+    for key in sorted(set(expected) & set(found)):
+        value = found[key]
+        if not isinstance(value, torch.Tensor):
+            parts.append(f"{key} is a {type(value).__name__}, not a tensor")
+            break
+        if key.endswith(("._offset", "._quantized_cdf", "._cdf_length", ".scale_table")):
+            continue  # coding tables: their size follows the weights and is rebuilt anyway
+        if value.shape != expected[key].shape:
+            parts.append(
+                f"{key} is {tuple(value.shape)} in the checkpoint, {tuple(expected[key].shape)} in the codec"
+            )
+            break
+    return "; ".join(parts)
+
+
 def load_codec(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a codec saved by :func:`save_codec`, in eval mode, ready to code.
 
@@ -143,14 +171,18 @@ def load_codec(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     """
     path = Path(path)
     payload = _read(path)
-    codec = create_codec(payload["codec"], **payload["config"])
     try:
-        codec.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())
+        codec = create_codec(payload["codec"], **payload["config"])
+    except LicError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(
-            f"{path}: weights do not fit codec {payload['codec']!r}: {detail[:300]}"
+            f"{path}: configuration does not build codec {payload['codec']!r}: {exc}"
         ) from None
+    mismatch = _state_dict_mismatch(codec.state_dict(), payload["state_dict"])
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not fit codec {payload['codec']!r}: {mismatch}")
+    codec.load_state_dict(payload["state_dict"])
     fingerprint = weights_fingerprint(codec)
     if fingerprint != payload["fingerprint"]:
         raise CheckpointError(

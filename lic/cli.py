@@ -14,10 +14,15 @@ from pathlib import Path
 from lic.errors import LicError, UsageError
 
 
+MAX_PIXELS_HELP = "refuse larger images (default: $LIC_MAX_PIXELS or 2**25 = 33,554,432)"
+
+
 def _cmd_encode(args: argparse.Namespace) -> None:
     from lic.coding import encode_file
 
-    report = encode_file(args.input, args.output, args.checkpoint, device=args.device)
+    report = encode_file(
+        args.input, args.output, args.checkpoint, device=args.device, max_pixels=args.max_pixels
+    )
     if report.notice:
         print(f"lic: note: {args.input}: {report.notice}", file=sys.stderr)
     print(
@@ -29,7 +34,9 @@ def _cmd_encode(args: argparse.Namespace) -> None:
 def _cmd_decode(args: argparse.Namespace) -> None:
     from lic.coding import decode_file
 
-    seconds = decode_file(args.input, args.output, args.checkpoint, device=args.device)
+    seconds = decode_file(
+        args.input, args.output, args.checkpoint, device=args.device, max_pixels=args.max_pixels
+    )
     print(f"{args.output}: decoded in {seconds:.3f} s")
 
 
@@ -162,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .lic file")
     p.add_argument("--checkpoint", required=True, help="codec checkpoint (lic.save_codec)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--max-pixels", type=int, help=MAX_PIXELS_HELP)
     p.set_defaults(run=_cmd_encode)
 
     p = sub.add_parser("decode", help="decompress a .lic file into a PNG")
@@ -169,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output PNG file")
     p.add_argument("--checkpoint", help="codec checkpoint whose fingerprint matches the file")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--max-pixels", type=int, help=MAX_PIXELS_HELP)
     p.set_defaults(run=_cmd_decode)
 
     p = sub.add_parser("info", help="print the header of a .lic file")

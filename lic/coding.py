@@ -17,8 +17,8 @@ from lic import bitstream
 from lic.bitstream import Bitstream
 from lic.checkpoint import FINGERPRINT_BYTES, load_codec
 from lic.codecs import Compressed
-from lic.errors import BitstreamError, CheckpointError, UsageError
-from lic.imageio import atomic_output, load_image, save_png, tensor_to_pixels
+from lic.errors import BitstreamError, CheckpointError, LicError, UsageError
+from lic.imageio import atomic_output, check_pixels, load_image, save_png, tensor_to_pixels
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,14 +68,32 @@ def check_compatible(stream: Bitstream, codec: nn.Module) -> None:
         )
 
 
-def decode(codec: nn.Module, data: bytes) -> torch.Tensor:
-    """Decode container bytes into images ``(B, 3, H, W)`` in ``[0, 1]``."""
-    return decode_stream(codec, bitstream.unpack(data))
+def decode(codec: nn.Module, data: bytes, max_pixels: int | None = None) -> torch.Tensor:
+    """Decode container bytes into images ``(B, 3, H, W)`` in ``[0, 1]``.
+
+    Any byte string either decodes or raises a :class:`~lic.errors.LicError`; see
+    :func:`decode_stream`.
+    """
+    return decode_stream(codec, bitstream.unpack(data), max_pixels)
 
 
-def decode_stream(codec: nn.Module, stream: Bitstream) -> torch.Tensor:
-    """Decode a parsed container into images ``(B, 3, H, W)`` in ``[0, 1]``."""
+def decode_stream(codec: nn.Module, stream: Bitstream, max_pixels: int | None = None) -> torch.Tensor:
+    """Decode a parsed container into images ``(B, 3, H, W)`` in ``[0, 1]``.
+
+    The header is untrusted: the weights must match, the batch's pixels must be within the
+    limit (:func:`lic.imageio.max_pixels`), and shapes and padding must be what this codec
+    writes for that image size, all before anything is allocated from them.
+
+    Raises:
+        CheckpointError: the file was written with other weights.
+        BitstreamError: too many pixels, or a payload that does not decode.
+    """
     check_compatible(stream, codec)
+    height, width = stream.image_size
+    try:
+        check_pixels(stream.batch_size * height * width, f"bitstream of {stream.batch_size} x {height}x{width}", max_pixels)
+    except LicError as exc:
+        raise BitstreamError(str(exc)) from None
     compressed = Compressed(
         strings=stream.strings,
         shapes={name: tuple(shape) for name, shape in stream.shapes.items()},
@@ -84,7 +102,7 @@ def decode_stream(codec: nn.Module, stream: Bitstream) -> torch.Tensor:
     )
     try:
         return codec.decompress(compressed)
-    except (ValueError, RuntimeError, KeyError, IndexError) as exc:
+    except (ValueError, RuntimeError, KeyError, IndexError, OverflowError) as exc:
         raise BitstreamError(
             f"payload does not decode with this codec: {' '.join(str(exc).split())[:200]}"
         ) from None
@@ -111,10 +129,11 @@ def encode_file(
     output: str | os.PathLike[str],
     checkpoint: str | os.PathLike[str],
     device: str = "cpu",
+    max_pixels: int | None = None,
 ) -> EncodeReport:
     """Encode one image file into a ``.lic`` file (written atomically)."""
     target = resolve_device(device)
-    image = load_image(source)
+    image = load_image(source, max_pixels)
     codec = load_codec(checkpoint, device=target)
     start = time.perf_counter()
     data = encode(codec, image.to_tensor())
@@ -141,6 +160,7 @@ def decode_file(
     output: str | os.PathLike[str],
     checkpoint: str | os.PathLike[str] | None,
     device: str = "cpu",
+    max_pixels: int | None = None,
 ) -> float:
     """Decode a ``.lic`` file (one image) into a PNG written atomically; returns seconds."""
     target = resolve_device(device)
@@ -156,7 +176,7 @@ def decode_file(
         )
     codec = load_codec(checkpoint, device=target)
     start = time.perf_counter()
-    images = decode_stream(codec, stream)
+    images = decode_stream(codec, stream, max_pixels)
     seconds = time.perf_counter() - start
     save_png(tensor_to_pixels(images), output)
     return seconds

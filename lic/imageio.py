@@ -3,6 +3,11 @@
 Codecs work on 8-bit RGB. Other inputs are converted, with a one-line notice saying what was
 done: grayscale (1, 2, 4, 8 or 16 bit) is replicated to three channels, palettes are expanded,
 16-bit samples are scaled to 8 bits (rounding ``v / 257``), alpha is dropped (not composited).
+Interlaced PNGs and every PNG bit depth decode through Pillow like any other.
+
+Images larger than :func:`max_pixels` (``DEFAULT_MAX_PIXELS``, 2**25 ≈ 33.5 million pixels,
+enough for 8K UHD; raise it with ``LIC_MAX_PIXELS`` or ``--max-pixels``) are refused from the
+header, before any pixel is decoded; the same limit bounds what a ``.lic`` header may claim.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +25,38 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from lic.errors import ImageError, LicError
+
+
+#: Default limit on the pixels of one image (and of a decoded batch): 2**25.
+DEFAULT_MAX_PIXELS = 2**25
+
+
+def max_pixels(override: int | None = None) -> int:
+    """The pixel limit: ``override``, else ``$LIC_MAX_PIXELS``, else ``DEFAULT_MAX_PIXELS``."""
+    if override is not None:
+        value, source = override, "--max-pixels"
+    else:
+        text = os.environ.get("LIC_MAX_PIXELS")
+        if text is None:
+            return DEFAULT_MAX_PIXELS
+        source = "LIC_MAX_PIXELS"
+        try:
+            value = int(text)
+        except ValueError:
+            raise LicError(f"{source} must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise LicError(f"{source} must be a positive integer, got {value}")
+    return value
+
+
+def check_pixels(count: int, what: str, limit: int | None = None) -> None:
+    """Refuse ``count`` pixels above the limit, naming how to raise it."""
+    allowed = max_pixels(limit)
+    if count > allowed:
+        raise ImageError(
+            f"{what}: {count:,} pixels exceeds the limit of {allowed:,} "
+            "(raise it with --max-pixels or LIC_MAX_PIXELS)"
+        )
 
 
 @contextlib.contextmanager
@@ -113,17 +151,31 @@ def convert_to_rgb8(image: Image.Image) -> LoadedImage:
     return LoadedImage(np.asarray(rgb, dtype=np.uint8).copy(), note)
 
 
-def load_image(path: str | os.PathLike[str]) -> LoadedImage:
+def load_image(path: str | os.PathLike[str], limit: int | None = None) -> LoadedImage:
     """Read an image file as 8-bit RGB.
 
+    Args:
+        path: image file (anything Pillow reads; the first frame of an animation).
+        limit: pixel limit (default :func:`max_pixels`), checked from the header.
+
     Raises:
-        ImageError: missing, unreadable or unsupported file.
+        ImageError: missing, unreadable, unsupported, corrupt or too large a file.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"no such image file: {path}")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # lic applies its own limit below; Pillow's bomb warning would only duplicate it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+        with image:
+            width, height = image.size
+            check_pixels(width * height, f"{path} ({width}x{height})", limit)
             return convert_to_rgb8(image)
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image format Pillow can read") from None

@@ -71,6 +71,31 @@ def test_weights_for_another_shape_are_reported(tiny_checkpoint, tmp_path) -> No
         lic.load_codec(path)
 
 
+def test_what_differs_is_named_in_one_line(tiny_checkpoint, tmp_path) -> None:
+    def refused(change, *fragments: str) -> None:
+        payload = torch.load(tiny_checkpoint, weights_only=True)
+        change(payload)
+        path = tmp_path / "changed.ckpt"
+        torch.save(payload, path)
+        with pytest.raises(CheckpointError) as info:
+            lic.load_codec(path)
+        message = str(info.value)
+        assert "\n" not in message and len(message) < 400, message
+        for fragment in fragments:
+            assert fragment in message, message
+
+    refused(lambda p: p["state_dict"].pop("g_s.3.bias"), "missing g_s.3.bias")
+    refused(lambda p: p["state_dict"].update(extra=torch.zeros(1)), "unexpected extra")
+    refused(
+        lambda p: p["state_dict"].update({"h_s.0.weight": torch.zeros(2, 2, 5, 5)}),
+        "h_s.0.weight is (2, 2, 5, 5) in the checkpoint",
+    )
+    refused(lambda p: p.update(codec="student-huge"), "student-huge")
+    teacher = lic.create_codec("teacher-tiny").codec_config
+    refused(lambda p: p.update(codec="teacher-tiny", config=teacher), "do not fit codec 'teacher-tiny'", "missing")
+    refused(lambda p: p["config"].update(colour=True), "no argument(s) colour")
+
+
 def test_not_a_checkpoint(tmp_path) -> None:
     path = tmp_path / "text.ckpt"
     path.write_text("hello")

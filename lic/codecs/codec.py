@@ -28,6 +28,7 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from lic.codecs import exact as fx
 from lic.codecs.entropy import SliceContextModel
 from lic.codecs.layers import conv, deconv, transform_stage
 from lic.codecs.timing import Stopwatch, section
@@ -69,6 +70,18 @@ class Compressed:
     @property
     def batch_size(self) -> int:
         return len(self.strings["y"])
+
+
+def _padded(string: bytes, symbols: int) -> bytes:
+    """A rANS string with zero bytes behind it, for decoding strings from elsewhere.
+
+    CompressAI's decoder reads 32-bit words without bounds checks: 8 bytes to start, at most one
+    word per symbol, and more only for escape-coded (bypass) values. An honest string is never
+    read past its end; a truncated or forged one would be, so it gets one zero word per symbol
+    plus slack. Zero words keep the decoder's state small, which makes further bypass reads
+    unlikely; decoding ends after the known number of symbols whatever the bytes say.
+    """
+    return bytes(string) + bytes(4 * symbols + 1024)
 
 
 def _round_ste(x: Tensor) -> Tensor:
@@ -175,9 +188,50 @@ class ChannelARCodec(CompressionModel):
             features[f"{name}.{index}"] = x
         return last(x)
 
-    def _hyper(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        means, scales = self.h_s(z_hat).chunk(2, dim=1)
+    def _hyper(self, z_hat: Tensor, exact: bool = False) -> tuple[Tensor, Tensor]:
+        """Hyper means and scales; in fixed point (see :mod:`lic.codecs.exact`) when ``exact``."""
+        if exact:
+            params = fx.FixedPointSequential(self.h_s)(fx.to_fixed(z_hat))
+        else:
+            params = self.h_s(z_hat)
+        means, scales = params.chunk(2, dim=1)
         return means, scales
+
+    def expected_shapes(self, image_size: tuple[int, int]) -> tuple[tuple[int, int, int, int], dict]:
+        """Padding and latent shapes this codec produces for an image of ``(height, width)``."""
+        height, width = image_size
+        padding = (0, -width % self.downsampling, 0, -height % self.downsampling)
+        padded = (height + padding[3], width + padding[1])
+        shapes = {
+            "y": (padded[0] // 16, padded[1] // 16),
+            "z": (padded[0] // self.downsampling, padded[1] // self.downsampling),
+        }
+        return padding, shapes
+
+    def check_compressed(self, compressed: Compressed) -> None:
+        """Refuse a :class:`Compressed` this codec could not have written (before any work).
+
+        Raises:
+            ValueError: wrong latent names, shapes or padding for the image size, or string
+                counts that differ between latents.
+        """
+        height, width = compressed.image_size
+        if height < 1 or width < 1:
+            raise ValueError(f"empty image size {height}x{width}")
+        padding, shapes = self.expected_shapes((height, width))
+        if set(compressed.strings) != set(shapes) or set(compressed.shapes) != set(shapes):
+            raise ValueError(f"latents {sorted(compressed.strings)} are not {sorted(shapes)}")
+        for name, shape in shapes.items():
+            if tuple(compressed.shapes[name]) != shape:
+                raise ValueError(
+                    f"latent {name} has shape {tuple(compressed.shapes[name])}, "
+                    f"expected {shape} for a {height}x{width} image"
+                )
+        if tuple(compressed.padding) != padding:
+            raise ValueError(f"padding {tuple(compressed.padding)} is not {padding}")
+        counts = {len(strings) for strings in compressed.strings.values()}
+        if len(counts) != 1 or not counts.pop():
+            raise ValueError("latents hold different numbers of strings")
 
     def _coding_tables(self) -> tuple[list[list[int]], list[int], list[int]]:
         gc = self.context.gaussian_conditional
@@ -189,13 +243,20 @@ class ChannelARCodec(CompressionModel):
 
     # -- the three entry points ------------------------------------------------------------
 
-    def forward(self, x: Tensor) -> CodecOutput:
+    def forward(self, x: Tensor, exact: bool | None = None) -> CodecOutput:
         """Reconstruction, likelihoods and tapped features.
 
         In training mode ``y`` and ``z`` get additive uniform noise for the likelihoods and a
         straight-through rounding for the reconstruction; in eval mode both are rounded
         exactly as :meth:`compress` rounds them, so the reconstructions agree.
+
+        Args:
+            x: images ``(B, 3, H, W)`` in ``[0, 1]``.
+            exact: compute the entropy parameters in fixed point as :meth:`compress` does
+                (no gradient flows through them). Default: in eval mode only. A frozen
+                teacher that only needs features can pass ``False`` to save time.
         """
+        exact = (not self.training) if exact is None else exact
         image_size = (x.shape[-2], x.shape[-1])
         x, padding = self._pad(x)
         features: dict[str, Tensor] = {}
@@ -205,7 +266,7 @@ class ChannelARCodec(CompressionModel):
         _, z_likelihoods = self.entropy_bottleneck(z)
         z_offset = self.entropy_bottleneck._get_medians()
         z_hat = _round_ste(z - z_offset) + z_offset
-        hyper_means, hyper_scales = self._hyper(z_hat)
+        hyper_means, hyper_scales = self._hyper(z_hat, exact)
 
         y_slices = self.context.split(y)
         y_likelihoods: list[Tensor] = []
@@ -215,7 +276,7 @@ class ChannelARCodec(CompressionModel):
             y_likelihoods.append(likelihood)
             return _round_ste(y_slices[i] - mean) + mean
 
-        y_hat, parameters = self.context.run(hyper_means, hyper_scales, quantize)
+        y_hat, parameters = self.context.run(hyper_means, hyper_scales, quantize, exact)
         for i, p in enumerate(parameters):
             features[f"entropy.{i}.mean"] = p.mean
             features[f"entropy.{i}.scale"] = p.scale
@@ -240,7 +301,7 @@ class ChannelARCodec(CompressionModel):
         with section(stopwatch, "entropy"):
             z_strings = self.entropy_bottleneck.compress(z)
             z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        hyper_means, hyper_scales = self._hyper(z_hat)
+        hyper_means, hyper_scales = self._hyper(z_hat, exact=True)
 
         gc = self.context.gaussian_conditional
         y_slices = self.context.split(y)
@@ -251,7 +312,7 @@ class ChannelARCodec(CompressionModel):
             coded.append((symbols, self.context.scale_indexes(scale)))
             return gc.dequantize(symbols, mean)
 
-        self.context.run(hyper_means, hyper_scales, quantize)
+        self.context.run(hyper_means, hyper_scales, quantize, exact=True)
         y_strings = []
         with section(stopwatch, "entropy"):
             cdfs, cdf_lengths, offsets = self._coding_tables()
@@ -279,23 +340,30 @@ class ChannelARCodec(CompressionModel):
 
         A ``stopwatch`` receives the time spent in entropy decoding (section ``"entropy"``).
 
+        Strings from elsewhere are untrusted: the shapes are checked against the image size
+        first, and every string is handed to the rANS decoder with zero padding behind it
+        (see :func:`_padded`), so a string that ends too early cannot make the decoder read
+        past its buffer.
+
         Raises:
-            ValueError: latent shapes inconsistent with this codec's resampling.
+            ValueError: latent names, shapes or padding that this codec cannot have written.
         """
+        self.check_compressed(compressed)
         z_shape = tuple(compressed.shapes["z"])
         y_shape = tuple(compressed.shapes["y"])
-        if y_shape != (4 * z_shape[0], 4 * z_shape[1]):
-            raise ValueError(f"latent shapes y={y_shape} and z={z_shape} do not fit this codec")
         device = next(self.parameters()).device
+        z_symbols = self.entropy_bottleneck.channels * z_shape[0] * z_shape[1]
+        y_symbols = self.context.slice_channels * self.context.num_slices * y_shape[0] * y_shape[1]
         with section(stopwatch, "entropy"):
-            z_hat = self.entropy_bottleneck.decompress(compressed.strings["z"], z_shape).to(device)
+            z_strings = [_padded(s, z_symbols) for s in compressed.strings["z"]]
+            z_hat = self.entropy_bottleneck.decompress(z_strings, z_shape).to(device)
             cdfs, cdf_lengths, offsets = self._coding_tables()
             decoders = []
             for string in compressed.strings["y"]:
                 decoder = RansDecoder()
-                decoder.set_stream(string)
+                decoder.set_stream(_padded(string, y_symbols))
                 decoders.append(decoder)
-        hyper_means, hyper_scales = self._hyper(z_hat)
+        hyper_means, hyper_scales = self._hyper(z_hat, exact=True)
         gc = self.context.gaussian_conditional
 
         def quantize(i: int, mean: Tensor, scale: Tensor) -> Tensor:
@@ -313,6 +381,6 @@ class ChannelARCodec(CompressionModel):
                 symbols_tensor = torch.stack(symbols).reshape(mean.shape).to(mean.device)
             return gc.dequantize(symbols_tensor, mean)
 
-        y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize)
-        x_hat = self.g_s(y_hat).clamp_(0, 1)
+        y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize, exact=True)
+        x_hat = torch.nan_to_num(self.g_s(y_hat), nan=0.0).clamp_(0, 1)
         return self._crop(x_hat, compressed.image_size, compressed.padding)

@@ -15,18 +15,21 @@ quantisation error of the slice from the same context::
 
 :meth:`SliceContextModel.run` is the only implementation of that loop. ``forward``,
 ``compress`` and ``decompress`` of the codec differ only in the quantiser they hand it, so the
-encoder and the decoder cannot drift apart.
+encoder and the decoder cannot drift apart. With ``exact=True`` (coding, and evaluation) the
+loop runs in fixed point (:mod:`lic.codecs.exact`), so that the means, scales and scale
+indexes are the same integers on every thread count and device.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from compressai.entropy_models import GaussianConditional
 from torch import Tensor, nn
+
+from lic.codecs import exact as fx
 
 #: Called for slice ``i`` with its predicted mean and scale; returns the quantised slice.
 SliceQuantizer = Callable[[int, Tensor, Tensor], Tensor]
@@ -88,33 +91,38 @@ class SliceContextModel(nn.Module):
 
         CompressAI's ``build_indexes`` takes the first table entry at or above the scale, which
         codes every symbol with a slightly too wide Gaussian; the nearest entry in log-scale is
-        unbiased (the table is log-spaced) and costs one arithmetic pass instead of a loop.
+        unbiased (the table is log-spaced). The index is found by comparing the scale, in fixed
+        point, with the geometric midpoints of the table: exact comparisons, no logarithm whose
+        last bit could differ between devices. Scales from the exact loop are fixed-point
+        values already, so encoder and decoder always agree.
         """
-        table = self.gaussian_conditional.scale_table
-        low, high = math.log(float(table[0])), math.log(float(table[-1]))
-        step = (high - low) / (len(table) - 1)
-        scale = self.gaussian_conditional.lower_bound_scale(scale)
-        index = torch.round((torch.log(scale) - low) / step)
-        return index.clamp_(0, len(table) - 1).to(torch.int32)
+        thresholds = fx.scale_thresholds(self.gaussian_conditional.scale_table).to(scale.device)
+        index = torch.bucketize(fx.to_fixed(scale), thresholds, right=True)
+        return index.to(torch.int32)
 
     def split(self, y: Tensor) -> list[Tensor]:
         """``y`` cut into its slices, in coding order."""
         return list(y.chunk(self.num_slices, dim=1))
 
     def run(
-        self, hyper_means: Tensor, hyper_scales: Tensor, quantize: SliceQuantizer
+        self, hyper_means: Tensor, hyper_scales: Tensor, quantize: SliceQuantizer, exact: bool = False
     ) -> tuple[Tensor, list[SliceParameters]]:
         """Predict, quantise and refine every slice in order.
 
         Args:
-            hyper_means: mean context from the hyper-synthesis, ``(B, M, h, w)``.
-            hyper_scales: scale context from the hyper-synthesis, ``(B, M, h, w)``.
+            hyper_means: mean context from the hyper-synthesis, ``(B, M, h, w)``; in fixed point
+                (:func:`lic.codecs.exact.to_fixed`) when ``exact``.
+            hyper_scales: scale context from the hyper-synthesis, ``(B, M, h, w)``; likewise.
             quantize: returns the quantised slice ``i`` given its mean and scale (adds noise,
                 rounds and records symbols, or decodes symbols, depending on the caller).
+                It always receives and returns real (float32) values.
+            exact: run the transforms in fixed point (no gradients; see :mod:`lic.codecs.exact`).
 
         Returns:
-            The reconstructed latent ``ŷ`` and the entropy parameters of each slice.
+            The reconstructed latent ``ŷ`` (float32) and the entropy parameters of each slice.
         """
+        if exact:
+            return self._run_exact(hyper_means, hyper_scales, quantize)
         decoded: list[Tensor] = []
         parameters: list[SliceParameters] = []
         for i in range(self.num_slices):
@@ -127,3 +135,26 @@ class SliceContextModel(nn.Module):
             decoded.append(y_hat_slice + 0.5 * torch.tanh(lrp))
             parameters.append(SliceParameters(mean=mean, scale=scale))
         return torch.cat(decoded, dim=1), parameters
+
+    @torch.no_grad()
+    def _run_exact(
+        self, hyper_means: Tensor, hyper_scales: Tensor, quantize: SliceQuantizer
+    ) -> tuple[Tensor, list[SliceParameters]]:
+        """The same loop in fixed point: every tensor below is integer-valued float64."""
+        decoded: list[Tensor] = []
+        parameters: list[SliceParameters] = []
+        for i in range(self.num_slices):
+            support = decoded[: self._support(i)]
+            mean_context = torch.cat([hyper_means, *support], dim=1)
+            mean = fx.FixedPointSequential(self.mean_transforms[i])(mean_context)
+            scale_context = torch.cat([hyper_scales, *support], dim=1)
+            scale = fx.FixedPointSequential(self.scale_transforms[i])(scale_context)
+            mean_real, scale_real = fx.to_real(mean), fx.to_real(scale)
+            y_hat_slice = fx.to_fixed(quantize(i, mean_real, scale_real))
+            lrp = fx.FixedPointSequential(self.lrp_transforms[i])(
+                torch.cat([mean_context, y_hat_slice], dim=1)
+            )
+            half_tanh = torch.floor(fx.lookup("tanh", lrp) / 2)
+            decoded.append((y_hat_slice + half_tanh).clamp_(-fx.LIMIT, fx.LIMIT))
+            parameters.append(SliceParameters(mean=mean_real, scale=scale_real))
+        return fx.to_real(torch.cat(decoded, dim=1)), parameters

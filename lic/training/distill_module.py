@@ -107,7 +107,7 @@ class DistillationModule(RateDistortionModule):
         if phase.feature_weight == 0 and phase.channel_weight == 0:
             return 0.0, logs
         with torch.no_grad():
-            teacher_out = self.teacher(batch)
+            teacher_out = self.teacher(batch, exact=False)  # features only: the fast float path
         total: Tensor | float = 0.0
         if phase.feature_weight:
             adapted = {tap: self.adapters(tap, output.features[tap]) for tap in self.taps}

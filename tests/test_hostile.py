@@ -1,0 +1,178 @@
+"""Bitstreams from elsewhere: every byte string decodes or fails with a LicError, never worse.
+
+A seeded mutator derives thousands of containers from two valid ones: random bytes,
+truncations, bit flips (caught by the CRC), the same flips re-sealed with a valid CRC (so they
+reach the parser and the decoder), forged header fields, garbage and zero-length payloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+import lic
+from lic import bitstream, coding
+from lic.errors import BitstreamError, LicError
+
+FUZZ_CASES = 3000
+
+
+def _seal(body: bytes) -> bytes:
+    """Give ``body`` (a container without its CRC) a valid CRC."""
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+@pytest.fixture(scope="module")
+def codec_and_files(tiny_checkpoint):
+    codec = lic.load_codec(tiny_checkpoint)
+    gen = torch.Generator().manual_seed(3)
+    files = [coding.encode(codec, torch.rand(1, 3, 64, 64, generator=gen)),
+             coding.encode(codec, torch.rand(1, 3, 70, 45, generator=gen))]
+    return codec, files
+
+
+def _forge(rng: random.Random, data: bytes) -> bytes:
+    """A structurally valid container with semantically hostile fields."""
+    stream = bitstream.unpack(data)
+    kind = rng.randrange(7)
+    if kind == 0:  # huge image claims
+        side = rng.choice([2**16, 2**20, 2**31, 2**32 - 1])
+        return bitstream.pack(dataclasses.replace(stream, image_size=(side, rng.choice([1, side]))))
+    if kind == 1:  # shapes that do not fit the image size
+        shapes = {n: (rng.randrange(0, 2**16), rng.randrange(0, 2**16)) for n in stream.shapes}
+        return bitstream.pack(dataclasses.replace(stream, shapes=shapes))
+    if kind == 2:  # wrong padding
+        padding = tuple(rng.randrange(0, 2**16) for _ in range(4))
+        return bitstream.pack(dataclasses.replace(stream, padding=padding))
+    if kind == 3:  # zero-length strings
+        strings = {n: [b"" for _ in s] for n, s in stream.strings.items()}
+        return bitstream.pack(dataclasses.replace(stream, strings=strings))
+    if kind == 4:  # garbage payloads of any length
+        strings = {n: [rng.randbytes(rng.choice([1, 3, 8, 64, 2000])) for _ in s]
+                   for n, s in stream.strings.items()}
+        return bitstream.pack(dataclasses.replace(stream, strings=strings))
+    if kind == 5:  # payloads swapped between latents
+        strings = {"y": stream.strings["z"], "z": stream.strings["y"]}
+        return bitstream.pack(dataclasses.replace(stream, strings=strings))
+    # all-0xFF payloads: maximal rANS states and escape (bypass) codes
+    strings = {n: [b"\xff" * max(len(x), 8) for x in s] for n, s in stream.strings.items()}
+    return bitstream.pack(dataclasses.replace(stream, strings=strings))
+
+
+def _mutate(rng: random.Random, data: bytes) -> tuple[str, bytes]:
+    body = bytearray(data[:-4])
+    kind = rng.choice(["random", "truncate", "flip", "flip+seal", "payload+seal", "splice+seal", "forge"])
+    if kind == "random":
+        return kind, rng.randbytes(rng.randrange(0, 200))
+    if kind == "truncate":
+        return kind, data[: rng.randrange(0, len(data))]
+    if kind == "flip":
+        flipped = bytearray(data)
+        for _ in range(rng.randrange(1, 9)):
+            flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        return kind, bytes(flipped)
+    if kind == "flip+seal":  # anywhere, header included
+        for _ in range(rng.randrange(1, 4)):
+            body[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
+        return kind, _seal(bytes(body))
+    if kind == "payload+seal":  # only the entropy-coded bytes (the last ~half of the file)
+        start = len(body) // 2
+        for _ in range(rng.randrange(1, 16)):
+            body[rng.randrange(start, len(body))] = rng.randrange(256)
+        return kind, _seal(bytes(body))
+    if kind == "splice+seal":
+        at = rng.randrange(len(body))
+        if rng.random() < 0.5:
+            del body[at : at + rng.randrange(1, 16)]
+        else:
+            body[at:at] = rng.randbytes(rng.randrange(1, 16))
+        return kind, _seal(bytes(body))
+    return kind, _forge(rng, data)
+
+
+@pytest.mark.timeout(600)
+def test_fuzzed_containers_decode_or_fail_cleanly(codec_and_files) -> None:
+    codec, files = codec_and_files
+    rng = random.Random(20261121)
+    outcomes: Counter[str] = Counter()
+    slowest = 0.0
+    for case in range(FUZZ_CASES):
+        kind, data = _mutate(rng, files[case % len(files)])
+        start = time.perf_counter()
+        try:
+            images = coding.decode(codec, data)
+        except LicError as exc:
+            assert "\n" not in str(exc), (kind, str(exc))
+            outcomes[f"{kind}: {type(exc).__name__}"] += 1
+        else:
+            assert images.dim() == 4 and images.shape[1] == 3
+            assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+            outcomes[f"{kind}: decoded"] += 1
+        slowest = max(slowest, time.perf_counter() - start)
+    print(f"\n{FUZZ_CASES} fuzzed containers, slowest {slowest:.3f} s")
+    for outcome, count in sorted(outcomes.items()):
+        print(f"  {count:5d}  {outcome}")
+    assert sum(outcomes.values()) == FUZZ_CASES
+    # The mutator must reach the decoder, not only the CRC check.
+    assert sum(c for o, c in outcomes.items() if o.endswith("decoded")) > 100
+    assert sum(c for o, c in outcomes.items() if "seal" in o and not o.endswith("decoded")) > 100
+
+
+def test_huge_size_claim_is_refused_before_allocation(codec_and_files) -> None:
+    codec, files = codec_and_files
+    stream = bitstream.unpack(files[0])
+    forged = bitstream.pack(dataclasses.replace(stream, image_size=(2**31, 2**31)))
+    start = time.perf_counter()
+    with pytest.raises(BitstreamError, match="exceeds the limit of 33,554,432"):
+        coding.decode(codec, forged)
+    assert time.perf_counter() - start < 1.0  # refused from the header, nothing computed
+    small = bitstream.pack(dataclasses.replace(stream))
+    with pytest.raises(BitstreamError, match="exceeds the limit of 100"):
+        coding.decode(codec, small, max_pixels=100)
+
+
+def test_cli_reports_hostile_files_in_one_line_and_writes_nothing(
+    codec_and_files, tiny_checkpoint, tmp_path
+) -> None:
+    codec, files = codec_and_files
+    stream = bitstream.unpack(files[0])
+    hostile = {
+        "random.lic": random.Random(1).randbytes(300),
+        "empty.lic": b"",
+        "truncated.lic": files[0][: len(files[0]) // 2],
+        "huge.lic": bitstream.pack(dataclasses.replace(stream, image_size=(60000, 60000))),
+        "shapes.lic": bitstream.pack(dataclasses.replace(stream, shapes={"y": (9, 9), "z": (1, 1)})),
+    }
+    for name, data in hostile.items():
+        (tmp_path / name).write_bytes(data)
+        output = tmp_path / f"{name}.png"
+        result = subprocess.run(
+            [sys.executable, "-m", "lic.cli", "decode", str(tmp_path / name), "-o", str(output),
+             "--checkpoint", str(tiny_checkpoint)],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 1, (name, result.stderr)
+        assert result.stderr.startswith("lic: error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert not output.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == []
+
+
+def test_garbage_payload_with_valid_header_decodes_to_an_image(codec_and_files) -> None:
+    """A forged payload under a valid header is not detectable; it must still end cleanly."""
+    codec, files = codec_and_files
+    stream = bitstream.unpack(files[0])
+    rng = random.Random(7)
+    for length in (0, 1, 7, 8, 100, 5000):
+        strings = {n: [rng.randbytes(length)] for n in stream.strings}
+        images = coding.decode(codec, bitstream.pack(dataclasses.replace(stream, strings=strings)))
+        assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
