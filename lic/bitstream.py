@@ -4,7 +4,7 @@ It knows bytes, not networks. Layout (big-endian)::
 
     offset  size  field
     0       4     magic  b"\\x89LIC"
-    4       1     format version (1)
+    4       1     format version (2)
     5       1     flags (reserved, 0)
     6       1     metric: 0 unknown, 1 mse, 2 ms-ssim
     7       4     lambda, float32 (NaN when unknown)
@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from lic.errors import BitstreamError
 
 MAGIC = b"\x89LIC"
-FORMAT_VERSION = 1
+#: 2: entropy parameters in fixed point (lic.codecs.exact); version-1 files used float ones
+#: and cannot be decoded reliably by this decoder, so they are refused by version.
+FORMAT_VERSION = 2
 FINGERPRINT_SIZE = 8
 _METRICS = {None: 0, "mse": 1, "ms-ssim": 2}
 _METRIC_NAMES = {code: name for name, code in _METRICS.items()}

@@ -16,16 +16,15 @@ import contextlib
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from lic.errors import ImageError, LicError
-
 
 #: Default limit on the pixels of one image (and of a decoded batch): 2**25.
 DEFAULT_MAX_PIXELS = 2**25

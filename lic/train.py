@@ -44,6 +44,19 @@ def resume_path(cfg: DictConfig) -> str | None:
     return str(last) if last.is_file() else None
 
 
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete the temporary files of checkpoint writes that a killed run never finished.
+
+    :class:`~lic.training.callbacks.AtomicCheckpointIO` writes ``.<name>.<random>.tmp`` and
+    renames it into place; a run killed in between leaves the temporary file behind (and the
+    previous checkpoint intact). Returns how many were removed.
+    """
+    stale = list(directory.glob(".*.tmp")) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def resolve_phases(phases: list[dict], total_steps: int) -> list[dict]:
     """Phase lengths from ``steps`` or ``fraction`` of ``total_steps``; the last takes the rest."""
     resolved, used = [], 0
@@ -101,6 +114,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    removed = remove_stale_temporaries(Path(cfg.run_dir) / "checkpoints")
+    if removed:
+        log.info("removed %d unfinished checkpoint write(s) of an interrupted run", removed)
     ckpt_path = resume_path(cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)

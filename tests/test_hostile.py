@@ -14,7 +14,6 @@ import sys
 import time
 import zlib
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -35,8 +34,10 @@ def _seal(body: bytes) -> bytes:
 def codec_and_files(tiny_checkpoint):
     codec = lic.load_codec(tiny_checkpoint)
     gen = torch.Generator().manual_seed(3)
-    files = [coding.encode(codec, torch.rand(1, 3, 64, 64, generator=gen)),
-             coding.encode(codec, torch.rand(1, 3, 70, 45, generator=gen))]
+    files = [
+        coding.encode(codec, torch.rand(1, 3, 64, 64, generator=gen)),
+        coding.encode(codec, torch.rand(1, 3, 70, 45, generator=gen)),
+    ]
     return codec, files
 
 
@@ -57,8 +58,10 @@ def _forge(rng: random.Random, data: bytes) -> bytes:
         strings = {n: [b"" for _ in s] for n, s in stream.strings.items()}
         return bitstream.pack(dataclasses.replace(stream, strings=strings))
     if kind == 4:  # garbage payloads of any length
-        strings = {n: [rng.randbytes(rng.choice([1, 3, 8, 64, 2000])) for _ in s]
-                   for n, s in stream.strings.items()}
+        strings = {
+            n: [rng.randbytes(rng.choice([1, 3, 8, 64, 2000])) for _ in s]
+            for n, s in stream.strings.items()
+        }
         return bitstream.pack(dataclasses.replace(stream, strings=strings))
     if kind == 5:  # payloads swapped between latents
         strings = {"y": stream.strings["z"], "z": stream.strings["y"]}
@@ -70,7 +73,9 @@ def _forge(rng: random.Random, data: bytes) -> bytes:
 
 def _mutate(rng: random.Random, data: bytes) -> tuple[str, bytes]:
     body = bytearray(data[:-4])
-    kind = rng.choice(["random", "truncate", "flip", "flip+seal", "payload+seal", "splice+seal", "forge"])
+    kind = rng.choice(
+        ["random", "truncate", "flip", "flip+seal", "payload+seal", "splice+seal", "forge"]
+    )
     if kind == "random":
         return kind, rng.randbytes(rng.randrange(0, 200))
     if kind == "truncate":
@@ -143,25 +148,40 @@ def test_huge_size_claim_is_refused_before_allocation(codec_and_files) -> None:
 def test_cli_reports_hostile_files_in_one_line_and_writes_nothing(
     codec_and_files, tiny_checkpoint, tmp_path
 ) -> None:
-    codec, files = codec_and_files
+    _, files = codec_and_files
     stream = bitstream.unpack(files[0])
     hostile = {
         "random.lic": random.Random(1).randbytes(300),
         "empty.lic": b"",
         "truncated.lic": files[0][: len(files[0]) // 2],
         "huge.lic": bitstream.pack(dataclasses.replace(stream, image_size=(60000, 60000))),
-        "shapes.lic": bitstream.pack(dataclasses.replace(stream, shapes={"y": (9, 9), "z": (1, 1)})),
+        "shapes.lic": bitstream.pack(
+            dataclasses.replace(stream, shapes={"y": (9, 9), "z": (1, 1)})
+        ),
     }
     for name, data in hostile.items():
         (tmp_path / name).write_bytes(data)
         output = tmp_path / f"{name}.png"
         result = subprocess.run(
-            [sys.executable, "-m", "lic.cli", "decode", str(tmp_path / name), "-o", str(output),
-             "--checkpoint", str(tiny_checkpoint)],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "lic.cli",
+                "decode",
+                str(tmp_path / name),
+                "-o",
+                str(output),
+                "--checkpoint",
+                str(tiny_checkpoint),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 1, (name, result.stderr)
-        assert result.stderr.startswith("lic: error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("lic: error: ") and result.stderr.count("\n") == 1, (
+            result.stderr
+        )
         assert "Traceback" not in result.stderr
         assert not output.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == []

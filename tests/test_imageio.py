@@ -74,10 +74,9 @@ def test_unreadable_files_are_clear_errors(tmp_path) -> None:
 def test_failed_write_leaves_nothing_and_keeps_old_file(tmp_path) -> None:
     target = tmp_path / "out.png"
     target.write_bytes(b"previous")
-    with pytest.raises(RuntimeError):
-        with atomic_output(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
     save_png(gradient(4, 5), target)

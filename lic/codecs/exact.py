@@ -26,7 +26,8 @@ entropy-parameter networks; the analysis and synthesis transforms stay in float3
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from itertools import pairwise
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ def to_real(q: Tensor) -> Tensor:
     return (q / ONE).float()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table(name: str, device: torch.device) -> Tensor:
     """The lookup table of ``name``, computed on the CPU with ``math``, then moved."""
     functions = {
@@ -153,6 +154,4 @@ def scale_thresholds(scale_table: Tensor) -> Tensor:
     in the log domain, found by exact comparisons.
     """
     table = [float(v) for v in scale_table.reshape(-1).tolist()]
-    return torch.tensor(
-        [math.sqrt(a * b) * ONE for a, b in zip(table[:-1], table[1:])], dtype=torch.float64
-    )
+    return torch.tensor([math.sqrt(a * b) * ONE for a, b in pairwise(table)], dtype=torch.float64)

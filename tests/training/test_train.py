@@ -100,32 +100,48 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_resume_after_sigkill_continues_at_the_right_step(image_folder, tmp_path) -> None:
+def test_three_sigkills_at_random_moments_then_the_same_steps_as_uninterrupted(image_folder, tmp_path) -> None:
+    """Killed three times (at random steps, random offsets into checkpoint writes), the run
+    resumes each time and ends after exactly ``max_steps``; every checkpoint file on disk is
+    complete at every moment we look."""
+    import random
+
+    steps = 40
     run = tmp_path / "run"
-    command = _train_command(image_folder, run, 40, "callbacks.checkpoint.every_n_train_steps=4")
-    last = run / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if last.is_file() and _global_step(last) >= 8:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = _global_step(last)
-    assert 8 <= killed_at < 40
+    command = _train_command(image_folder, run, steps, "callbacks.checkpoint.every_n_train_steps=2")
+    checkpoints = run / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    rng = random.Random(6)
+    killed = []
+    for kill in range(3):
+        target = rng.randrange(4 + 10 * kill, 10 + 10 * kill)  # strictly later each time
+        process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if last.is_file() and _global_step(last) >= target:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.5))  # anywhere in a step or a checkpoint write
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        for path in checkpoints.glob("*.ckpt"):  # complete files only, under final names
+            torch.load(path, map_location="cpu", weights_only=True)
+        killed.append(_global_step(last))
+        assert killed[-1] < steps
+    assert killed == sorted(killed) and killed[0] >= 4
 
     done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming from {last}" in done.stderr + done.stdout
     final = torch.load(last, map_location="cpu", weights_only=True)
-    assert final["global_step"] == 40
-    assert final["lr_schedulers"][0]["last_epoch"] == 40  # the schedule resumed, not restarted
+    assert final["global_step"] == steps  # what an uninterrupted run of max_steps ends with
+    assert final["lr_schedulers"][0]["last_epoch"] == steps  # the schedule resumed, not restarted
+    assert not list(checkpoints.glob(".*.tmp")), "unfinished writes were not cleaned up"
     resumed_log = sorted((run / "logs").glob("version_*/metrics.csv"))[-1]
     with resumed_log.open() as handle:
-        steps = [int(row["step"]) for row in csv.DictReader(handle) if row.get("step")]
-    assert steps and min(steps) >= killed_at
+        logged = [int(row["step"]) for row in csv.DictReader(handle) if row.get("step")]
+    assert logged and min(logged) >= killed[-1]
 
 
 def test_two_process_ddp_on_cpu_keeps_ranks_identical(image_folder, tmp_path) -> None:
