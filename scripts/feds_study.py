@@ -6,8 +6,8 @@ For each lambda: train a tiny teacher, then a tiny student from scratch and a ti
 real bitstreams; report BD-rates of the FEDS student against the scratch student and against the
 teacher.
 
-    python scripts/feds_study.py [--lambdas 0.0035,0.013,0.0483,0.18] [--steps 2000]
-                                 [--teacher-steps 2000] [--crop 128] [--limit 0] [--distill feds]
+    python scripts/feds_study.py [--lambdas 0.0035,0.013,0.0483,0.18] [--steps 1500]
+                                 [--teacher-steps 1500] [--crop 128] [--limit 0] [--distill feds]
                                  [--jobs 2] [-o docs/feds-study]
 
 Runs go to runs/feds_study_{teacher,scratch,feds}/lmbda_*/ (re-running resumes or skips them),
@@ -67,8 +67,8 @@ def main() -> None:
         "--lambdas", default="0.0035,0.013,0.0483,0.18",
         help="wide apart: early in training, rate answers lambda before distortion does",
     )
-    parser.add_argument("--steps", type=int, default=2000, help="steps of each student")
-    parser.add_argument("--teacher-steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1500, help="steps of each student")
+    parser.add_argument("--teacher-steps", type=int, default=1500)
     parser.add_argument("--crop", type=int, default=128, help="training crop side (the codec downsamples 64x)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate on the first N images (0: all)")
     parser.add_argument("--jobs", type=int, default=2, help="lambdas trained at once")
