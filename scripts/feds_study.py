@@ -92,8 +92,13 @@ def main() -> None:
                      [f"distill={args.distill}", f"teacher_checkpoint={teacher}", *extra], threads)
         return {"teacher": teacher, "scratch": scratch, "feds": feds}
 
-    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(args.jobs, 1))
+    try:
         done = list(pool.map(pipeline, lambdas))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # a failed lambda stops the study
+        raise
+    pool.shutdown()
     curves = {key: [d[key] for d in done] for key in ("teacher", "scratch", "feds")}
     trained = time.time() - start
     names = {"teacher": "teacher-tiny", "scratch": "student-tiny (scratch)", "feds": f"student-tiny ({args.distill})"}
