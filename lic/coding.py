@@ -90,8 +90,9 @@ def decode_stream(codec: nn.Module, stream: Bitstream, max_pixels: int | None = 
     """
     check_compatible(stream, codec)
     height, width = stream.image_size
+    what = f"bitstream of {stream.batch_size} x {height}x{width}"
     try:
-        check_pixels(stream.batch_size * height * width, f"bitstream of {stream.batch_size} x {height}x{width}", max_pixels)
+        check_pixels(stream.batch_size * height * width, what, max_pixels)
     except LicError as exc:
         raise BitstreamError(str(exc)) from None
     compressed = Compressed(

@@ -191,7 +191,7 @@ class ChannelARCodec(CompressionModel):
     def _hyper(self, z_hat: Tensor, exact: bool = False) -> tuple[Tensor, Tensor]:
         """Hyper means and scales; in fixed point (see :mod:`lic.codecs.exact`) when ``exact``."""
         if exact:
-            params = fx.FixedPointSequential(self.h_s)(fx.to_fixed(z_hat))
+            params = fx.fixed_point(self.h_s)(fx.to_fixed(z_hat))
         else:
             params = self.h_s(z_hat)
         means, scales = params.chunk(2, dim=1)

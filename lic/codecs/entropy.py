@@ -96,7 +96,7 @@ class SliceContextModel(nn.Module):
         last bit could differ between devices. Scales from the exact loop are fixed-point
         values already, so encoder and decoder always agree.
         """
-        thresholds = fx.scale_thresholds(self.gaussian_conditional.scale_table).to(scale.device)
+        thresholds = fx.scale_thresholds(self.gaussian_conditional.scale_table, scale.device)
         index = torch.bucketize(fx.to_fixed(scale), thresholds, right=True)
         return index.to(torch.int32)
 
@@ -146,12 +146,12 @@ class SliceContextModel(nn.Module):
         for i in range(self.num_slices):
             support = decoded[: self._support(i)]
             mean_context = torch.cat([hyper_means, *support], dim=1)
-            mean = fx.FixedPointSequential(self.mean_transforms[i])(mean_context)
+            mean = fx.fixed_point(self.mean_transforms[i])(mean_context)
             scale_context = torch.cat([hyper_scales, *support], dim=1)
-            scale = fx.FixedPointSequential(self.scale_transforms[i])(scale_context)
+            scale = fx.fixed_point(self.scale_transforms[i])(scale_context)
             mean_real, scale_real = fx.to_real(mean), fx.to_real(scale)
             y_hat_slice = fx.to_fixed(quantize(i, mean_real, scale_real))
-            lrp = fx.FixedPointSequential(self.lrp_transforms[i])(
+            lrp = fx.fixed_point(self.lrp_transforms[i])(
                 torch.cat([mean_context, y_hat_slice], dim=1)
             )
             half_tanh = torch.floor(fx.lookup("tanh", lrp) / 2)

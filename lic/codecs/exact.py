@@ -147,11 +147,30 @@ class FixedPointSequential:
         return q
 
 
-def scale_thresholds(scale_table: Tensor) -> Tensor:
+def fixed_point(module: nn.Module) -> FixedPointSequential:
+    """The fixed-point version of ``module``, built once and rebuilt only when its weights change.
+
+    The cache key is each parameter's storage and version counter: an optimizer step,
+    ``load_state_dict`` or a move to another device all change it.
+    """
+    key = tuple((p.data_ptr(), p._version) for p in module.parameters())
+    cached = module.__dict__.get("_lic_fixed_point")
+    if cached is None or cached[0] != key:
+        cached = (key, FixedPointSequential(module))
+        module.__dict__["_lic_fixed_point"] = cached
+    return cached[1]
+
+
+@cache
+def _thresholds(table: tuple[float, ...], device: torch.device) -> Tensor:
+    midpoints = [math.sqrt(a * b) * ONE for a, b in pairwise(table)]
+    return torch.tensor(midpoints, dtype=torch.float64).to(device)
+
+
+def scale_thresholds(scale_table: Tensor, device: torch.device) -> Tensor:
     """Fixed-point boundaries between neighbouring coding-table scales (geometric midpoints).
 
     A fixed-point scale ``q`` codes with table entry ``#{thresholds <= q}``: the entry nearest
-    in the log domain, found by exact comparisons.
+    in the log domain, found by exact comparisons. Computed once per table and device.
     """
-    table = [float(v) for v in scale_table.reshape(-1).tolist()]
-    return torch.tensor([math.sqrt(a * b) * ONE for a, b in pairwise(table)], dtype=torch.float64)
+    return _thresholds(tuple(float(v) for v in scale_table.reshape(-1).tolist()), device)

@@ -125,3 +125,17 @@ def test_fixed_point_lookups_are_exact_at_the_table_edges() -> None:
     assert tanh[:3].tolist() == [-fx.ONE] * 3 and tanh[-3:].tolist() == [fx.ONE] * 3
     reference = torch.nn.functional.gelu(q / fx.ONE) * fx.ONE
     assert (gelu - reference).abs().max() <= 0.5 + 1e-9
+
+
+def test_cached_fixed_point_networks_follow_weight_updates() -> None:
+    """The fixed-point copy is cached per module; any change to the weights must rebuild it."""
+    layer = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.GELU())
+    q = fx.to_fixed(torch.randn(1, 4, 8, 8))
+    first = fx.fixed_point(layer)
+    assert fx.fixed_point(layer) is first  # no rebuild while the weights stand still
+    before = first(q)
+    with torch.no_grad():
+        layer[0].weight.mul_(2)  # what an optimizer step or load_state_dict does: in place
+    after = fx.fixed_point(layer)(q)
+    assert not torch.equal(before, after)
+    assert torch.equal(after, fx.FixedPointSequential(layer)(q))
