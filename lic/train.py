@@ -73,6 +73,19 @@ def resolve_phases(phases: list[dict], total_steps: int) -> list[dict]:
     return resolved
 
 
+def warm_start(codec, path: str) -> None:
+    """Load the weights of the codec checkpoint ``path`` into ``codec`` (same codec and config)."""
+    from lic.checkpoint import load_codec
+
+    source = load_codec(path)
+    if source.codec_name != codec.codec_name or source.codec_config != codec.codec_config:
+        raise LicError(
+            f"init_checkpoint {path} holds codec {source.codec_name!r} {source.codec_config}, "
+            f"not the configured {codec.codec_name!r} {codec.codec_config}"
+        )
+    codec.load_state_dict(source.state_dict())
+
+
 def _distillation_module(cfg: DictConfig, codec, loss, optim):
     from hydra.utils import instantiate
 
@@ -105,6 +118,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     pl.seed_everything(cfg.seed, workers=True)
     codec = instantiate(cfg.codec)
+    ckpt_path = resume_path(cfg)
+    if cfg.get("init_checkpoint") and not ckpt_path:
+        warm_start(codec, cfg.init_checkpoint)
+        log.info("starting from the weights of %s", cfg.init_checkpoint)
     optim = instantiate(cfg.optim)
     if cfg.get("distill"):
         module = _distillation_module(cfg, codec, instantiate(cfg.loss), optim)
@@ -117,7 +134,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     removed = remove_stale_temporaries(Path(cfg.run_dir) / "checkpoints")
     if removed:
         log.info("removed %d unfinished checkpoint write(s) of an interrupted run", removed)
-    ckpt_path = resume_path(cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -54,6 +54,32 @@ register_codec(
     context_hidden=128,
 )
 register_codec(
+    "teacher-small",
+    ChannelARCodec,
+    "CPU-trainable teacher of the default model: Swin-V2 + residual blocks, N=32, M=80 in 5 slices",
+    channels=32,
+    latent_channels=80,
+    num_slices=5,
+    res_blocks=(1, 1, 1),
+    swin_depths=(1, 1, 1),
+    num_heads=2,
+    window_size=4,
+    hyper_channels=32,
+    context_hidden=48,
+)
+register_codec(
+    "student-small",
+    ChannelARCodec,
+    "the default (shipped) student: convolutional, N=32, M=64 in 4 slices",
+    channels=32,
+    latent_channels=64,
+    num_slices=4,
+    res_blocks=(1, 1, 1),
+    swin_depths=(0, 0, 0),
+    hyper_channels=32,
+    context_hidden=32,
+)
+register_codec(
     "teacher-tiny",
     ChannelARCodec,
     "test-size teacher: same structure as `teacher`, widths 32/40",
