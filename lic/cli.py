@@ -21,7 +21,8 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     from lic.coding import encode_file
 
     report = encode_file(
-        args.input, args.output, args.checkpoint, device=args.device, max_pixels=args.max_pixels
+        args.input, args.output, args.checkpoint, device=args.device, max_pixels=args.max_pixels,
+        quality=args.quality,
     )
     if report.notice:
         print(f"lic: note: {args.input}: {report.notice}", file=sys.stderr)
@@ -100,7 +101,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.limit:
         images = images[: args.limit]
     anchors = [a for a in (args.anchors or "").split(",") if a]
-    written = run_evaluation(images, args.checkpoint or [], args.output, anchors, args.device, args.name, label)
+    checkpoints = args.checkpoint
+    if checkpoints is None and not args.anchors_only:
+        from lic.pretrained import default_checkpoints
+
+        checkpoints = default_checkpoints()
+    written = run_evaluation(images, checkpoints or [], args.output, anchors, args.device, args.name, label)
     for path in written:
         print(path)
     print(args.output / "per-image.csv")
@@ -134,7 +140,11 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         codec.update(force=True)
         codecs[name] = codec
     if not codecs:
-        raise UsageError("give --checkpoint and/or --codec")
+        from lic.pretrained import default_checkpoints
+
+        for path in default_checkpoints():
+            codec = load_codec(path)
+            codecs[f"default {codec.codec_name} ({path.name})"] = codec
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
@@ -149,6 +159,25 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(args.output)
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from lic.demo import format_rows, run_demo
+    from lic.evaluation.datasets import resolve_images
+    from lic.paths import shared_dir
+
+    images = list(args.images)
+    if not images:
+        try:
+            _, kodak = resolve_images("kodak", args.data_root, shared_dir() / "datasets")
+        except UsageError:
+            raise UsageError(
+                "no sample images: give image files, or point $LIC_SHARED at the shared material"
+            ) from None
+        images = kodak[:: max(1, len(kodak) // args.samples)][: args.samples]
+    rows = run_demo(images, args.output, args.quality, args.device)
+    print(format_rows(rows))
+    print(f"files in {args.output}/ (.lic bitstreams and their decoded .png)")
+
+
 def _cmd_codecs(args: argparse.Namespace) -> None:
     from lic.codecs import codec_spec, create_codec, list_codecs
 
@@ -161,13 +190,16 @@ def _cmd_codecs(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lic.paths import data_root
+
     parser = argparse.ArgumentParser(prog="lic", description="Learned image compression.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("encode", help="compress an image into a .lic file")
     p.add_argument("input", help="image file (PNG, JPEG, ...)")
     p.add_argument("-o", "--output", required=True, help="output .lic file")
-    p.add_argument("--checkpoint", required=True, help="codec checkpoint (lic.save_codec)")
+    p.add_argument("--checkpoint", help="codec checkpoint (default: the shipped default codec)")
+    p.add_argument("-q", "--quality", type=int, help="rate point of the default codec, 1 (smallest files) to 4")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--max-pixels", type=int, help=MAX_PIXELS_HELP)
     p.set_defaults(run=_cmd_encode)
@@ -175,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decompress a .lic file into a PNG")
     p.add_argument("input", help=".lic file")
     p.add_argument("-o", "--output", required=True, help="output PNG file")
-    p.add_argument("--checkpoint", help="codec checkpoint whose fingerprint matches the file")
+    p.add_argument("--checkpoint", help="codec checkpoint whose fingerprint matches the file "
+                   "(default: the shipped weights that made it)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--max-pixels", type=int, help=MAX_PIXELS_HELP)
     p.set_defaults(run=_cmd_decode)
@@ -184,12 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help=".lic file")
     p.set_defaults(run=_cmd_info)
 
+    p = sub.add_parser("demo", help="code sample photos with the default codec, compare with JPEG")
+    p.add_argument("images", nargs="*", type=Path, help="images (default: sample Kodak photos)")
+    p.add_argument("--samples", type=int, default=4, help="how many Kodak photos by default (default: 4)")
+    p.add_argument("-q", "--quality", type=int, help="rate point of the default codec (default: the manifest's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--data-root", type=Path, default=data_root(), help=argparse.SUPPRESS)
+    p.add_argument("-o", "--output", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
+    p.set_defaults(run=_cmd_demo)
+
     p = sub.add_parser("export", help="turn a training checkpoint into a codec checkpoint")
     p.add_argument("input", help="Lightning checkpoint of a lic training run")
     p.add_argument("-o", "--output", required=True, help="codec checkpoint for lic encode")
     p.set_defaults(run=_cmd_export)
 
-    from lic.paths import data_root
 
     p = sub.add_parser("datasets", help="list, download or verify the standard test sets")
     p.add_argument("action", choices=["list", "download", "verify"])
@@ -200,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="rate-distortion of codecs and anchors on a dataset")
     p.add_argument("--dataset", required=True, help="kodak, clic, tecnick, a catalog name, or a folder")
-    p.add_argument("--checkpoint", nargs="+", type=Path, help="codec checkpoints (one codec's form one curve)")
+    p.add_argument("--checkpoint", nargs="+", type=Path,
+                   help="codec checkpoints (one codec's form one curve; default: "
+                   "the shipped default codec at all its rate points)")
+    p.add_argument("--anchors-only", action="store_true", help="no learned codec, only --anchors")
     p.add_argument("--name", help="curve name for the checkpoints (default: the codec's)")
     p.add_argument("--anchors", help="comma-separated: jpeg,webp,avif,jxl,jpeg2000,bpg")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -216,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser("bench", help="parameters, MACs, latency (network vs entropy coding), memory")
-    p.add_argument("--checkpoint", nargs="+", type=Path, help="codec checkpoints")
+    p.add_argument("--checkpoint", nargs="+", type=Path,
+                   help="codec checkpoints (default, without --codec: the shipped default codec)")
     p.add_argument("--codec", nargs="+", help="registered codecs (untrained weights)")
     p.add_argument("--size", default="768x512", help="WIDTHxHEIGHT (default: Kodak's 768x512)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -128,12 +128,23 @@ class EncodeReport:
 def encode_file(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     max_pixels: int | None = None,
+    quality: int | None = None,
 ) -> EncodeReport:
-    """Encode one image file into a ``.lic`` file (written atomically)."""
+    """Encode one image file into a ``.lic`` file (written atomically).
+
+    Without ``checkpoint`` the default codec shipped with lic codes it, at ``quality``
+    (see :mod:`lic.pretrained`).
+    """
+    from lic import pretrained
+
+    if checkpoint is not None and quality is not None:
+        raise UsageError("give --checkpoint or --quality, not both (a checkpoint has one rate)")
     target = resolve_device(device)
+    if checkpoint is None:
+        checkpoint = pretrained.default_checkpoint(quality)
     image = load_image(source, max_pixels)
     codec = load_codec(checkpoint, device=target)
     start = time.perf_counter()
@@ -163,13 +174,20 @@ def decode_file(
     device: str = "cpu",
     max_pixels: int | None = None,
 ) -> float:
-    """Decode a ``.lic`` file (one image) into a PNG written atomically; returns seconds."""
+    """Decode a ``.lic`` file (one image) into a PNG written atomically; returns seconds.
+
+    Without ``checkpoint`` the default weights whose fingerprint the file names are used.
+    """
+    from lic import pretrained
+
     target = resolve_device(device)
     stream = read_bitstream_file(source)
     if stream.batch_size != 1:
         raise BitstreamError(
             f"{source}: holds {stream.batch_size} images; decode it from Python with lic.coding.decode"
         )
+    if checkpoint is None:
+        checkpoint = pretrained.find_by_fingerprint(stream.fingerprint)
     if checkpoint is None:
         raise UsageError(
             f"--checkpoint is required: no installed weights match {stream.codec} "

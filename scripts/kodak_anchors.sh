@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 SHARED="${LIC_SHARED:-../shared}"
 REF="$SHARED/reference/compressai/kodak"
 OUT=docs/kodak-anchors
-LIC_SHARED="$SHARED" .venv/bin/lic evaluate --dataset kodak --anchors jpeg,webp -o "$OUT"
+LIC_SHARED="$SHARED" .venv/bin/lic evaluate --dataset kodak --anchors-only --anchors jpeg,webp -o "$OUT"
 .venv/bin/lic report "$OUT/jpeg.json" "$OUT/webp.json" "$REF/jpeg.json" "$REF/webp.json" \
     --anchor "$REF/vtm.json" -o "$OUT/report"

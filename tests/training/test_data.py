@@ -77,3 +77,18 @@ def test_datamodule_batches(image_folder) -> None:
     assert batch.shape == (4, 3, 64, 64)
     val = list(dm.val_dataloader())
     assert len(val) == 2 and val[0].shape[0] == 1
+
+
+def test_cache_decodes_each_image_once_and_changes_nothing(image_folder, monkeypatch) -> None:
+    from lic.training import data
+
+    calls = []
+    real_read = data._read
+    monkeypatch.setattr(data, "_read", lambda path: calls.append(path) or real_read(path))
+    cached, plain = ImageFolder(image_folder, crop_size=64, cache=True), ImageFolder(image_folder, crop_size=64)
+    for index in [0, 1, 0, 1, 0]:
+        torch.manual_seed(index)
+        a = cached[index]
+        torch.manual_seed(index)
+        assert torch.equal(a, plain[index])
+    assert calls.count(cached.paths[0]) == 1 + 3  # cached once; the plain folder read it three times

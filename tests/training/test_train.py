@@ -61,6 +61,29 @@ def test_run_exports_a_codec_that_the_cli_uses(image_folder, kodak_dir, tmp_path
     assert output.stat().st_size > 0 and "bpp" in capsys.readouterr().out
 
 
+def test_warm_start_begins_from_the_given_weights(image_folder, tiny_checkpoint, tmp_path) -> None:
+    """init_checkpoint loads the weights before step one; a different codec is refused."""
+    from lic.errors import LicError
+    from lic.train import warm_start
+
+    codec = lic.create_codec("student-tiny")
+    warm_start(codec, str(tiny_checkpoint))
+    assert weights_fingerprint(codec) == lic.load_codec(tiny_checkpoint).fingerprint
+    with pytest.raises(LicError, match="not the configured 'student-tiny'"):
+        warm_start(lic.create_codec("student-tiny", latent_channels=48), str(tiny_checkpoint))
+    with pytest.raises(LicError, match="not the configured 'student-small'"):
+        warm_start(lic.create_codec("student-small"), str(tiny_checkpoint))
+
+    run = tmp_path / "run"
+    overrides = small_run_overrides(image_folder, run, steps=2) + [f"init_checkpoint={tiny_checkpoint}"]
+    train(compose_train(overrides + ["optim.optimizer.lr=1e-12", "optim.aux_optimizer.lr=1e-12"]))
+    trained = lic.load_codec(run / "codec.ckpt")
+    start = lic.load_codec(tiny_checkpoint)
+    for name, value in start.named_parameters():
+        if "quantiles" not in name:  # the aux loss moves these anyway
+            assert torch.allclose(dict(trained.named_parameters())[name], value, atol=1e-6), name
+
+
 def test_export_refuses_what_is_not_a_training_checkpoint(tiny_checkpoint, tmp_path, capsys) -> None:
     assert lic_main(["export", str(tiny_checkpoint), "-o", str(tmp_path / "x.ckpt")]) == 1
     assert "not a lic training checkpoint" in capsys.readouterr().err
