@@ -1,4 +1,5 @@
-# One command sets everything up and runs the tests from a fresh clone:  make test
+# From a fresh clone:  make demo  (install, then code sample photos with the default codec)
+#                      make test  (install, then run the test suite)
 # On a CUDA machine:        make install TORCH_INDEX=https://download.pytorch.org/whl/cu130
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 # Optional PyTorch wheel index (CUDA builds); empty means the default (CPU here).
 TORCH_INDEX ?=
 
-.PHONY: install test clean
+.PHONY: install demo test clean
 
 $(BIN)/lic: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(BIN)/lic: pyproject.toml constraints.txt
 	touch $@
 
 install: $(BIN)/lic
+
+demo: install
+	$(BIN)/lic demo
 
 test: install
 	$(BIN)/python -m pytest

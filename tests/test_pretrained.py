@@ -132,3 +132,17 @@ def test_demo_without_images_or_shared_data_is_a_usage_error(tmp_path, capsys, m
     monkeypatch.setenv("LIC_SHARED", str(tmp_path / "absent"))
     assert main(["demo", "--data-root", str(tmp_path / "none"), "-o", str(tmp_path / "o")]) == 2
     assert "no sample images" in capsys.readouterr().err
+
+
+def test_evaluate_and_bench_default_to_every_rate_point(tmp_path, kodak_dir, capsys) -> None:
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--dataset", str(kodak_dir), "--limit", "1", "--name", "default", "-o", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "default.json").read_text())["results"]
+    assert len(results["bpp"]) == len(pretrained.default_models())
+    assert results["bpp"] == sorted(results["bpp"])
+    assert main(["bench", "--size", "64x64", "--runs", "1", "--warmup", "0", "-o", str(tmp_path / "b.json")]) == 0
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert len(bench["codecs"]) == len(pretrained.default_models())
+    assert main(["evaluate", "--dataset", str(kodak_dir), "--anchors-only", "-o", str(tmp_path / "e")]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
