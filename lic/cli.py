@@ -17,6 +17,12 @@ from lic.errors import LicError, UsageError
 MAX_PIXELS_HELP = "refuse larger images (default: $LIC_MAX_PIXELS or 2**25 = 33,554,432)"
 
 
+def _default_quality() -> int:
+    from lic.pretrained import manifest
+
+    return int(manifest()["default_quality"])
+
+
 def _cmd_encode(args: argparse.Namespace) -> None:
     from lic.coding import encode_file
 
@@ -29,6 +35,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     print(
         f"{args.output}: {report.num_bytes} bytes, {report.bpp:.4f} bpp, "
         f"{report.width}x{report.height}, encoded in {report.seconds:.3f} s"
+        + ("" if args.checkpoint else f" (default codec, quality {args.quality or _default_quality()})")
     )
 
 

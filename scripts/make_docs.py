@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lic import pretrained  # noqa: E402
-from lic.paths import shared_dir  # noqa: E402
+from lic import pretrained
+from lic.paths import shared_dir
 
 OUT = Path("docs/default-model")
 STUDENT = "lic-default"

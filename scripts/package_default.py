@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lic.checkpoint import load_codec  # noqa: E402
-from lic.paths import shared_dir  # noqa: E402
-from lic.pretrained import MANIFEST_NAME, WEIGHTS_DIR  # noqa: E402
+from lic.checkpoint import load_codec
+from lic.paths import shared_dir
+from lic.pretrained import MANIFEST_NAME, WEIGHTS_DIR
 
 
 def sha256(path: Path) -> str:

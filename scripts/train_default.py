@@ -56,7 +56,7 @@ class Job:
 
 def plan(args: argparse.Namespace) -> list[Job]:
     base = args.base
-    teacher = lambda lmbda: f"runs/default_teacher/lmbda_{lmbda}/codec.ckpt"  # noqa: E731
+    teacher = lambda lmbda: f"runs/default_teacher/lmbda_{lmbda}/codec.ckpt"
     jobs = [
         Job("teacher@base", "default_teacher", base, [f"trainer.max_steps={args.teacher_steps}"]),
         Job("student-base", "default_student_base", base, [f"trainer.max_steps={args.base_steps}"]),
@@ -82,7 +82,7 @@ def plan(args: argparse.Namespace) -> list[Job]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
+    floats = lambda text: [float(v) for v in text.split(",")]
     parser.add_argument("--lambdas", type=floats, default=[0.0018, 0.0035, 0.0067, 0.013])
     parser.add_argument("--base", type=float, default=0.0067)
     parser.add_argument("--teacher-steps", type=int, default=4500)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +20,6 @@ from lic.demo import jpeg_at_psnr, run_demo
 from lic.errors import CheckpointError, UsageError
 from lic.evaluation.metrics import psnr_rgb
 from lic.imageio import tensor_to_pixels
-
 from tests.images import write_mode
 
 
@@ -113,8 +113,8 @@ def test_rate_and_quality_rise_with_the_quality_setting(kodak_dir) -> None:
         data = coding.encode(codec, x)
         decoded = tensor_to_pixels(coding.decode(codec, data))
         points.append((len(data), psnr_rgb(pixels, decoded)))
-    assert all(a[0] < b[0] for a, b in zip(points, points[1:])), points
-    assert all(a[1] < b[1] for a, b in zip(points, points[1:])), points
+    assert all(a[0] < b[0] for a, b in itertools.pairwise(points)), points
+    assert all(a[1] < b[1] for a, b in itertools.pairwise(points)), points
 
 
 def test_demo_codes_and_finds_jpeg_at_the_same_psnr(tmp_path, kodak_dir) -> None:
