@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate the default codec's results under docs/default-model/ and README.md's results block.
 
-    python scripts/make_docs.py [--skip-evaluate] [--bench-runs 3]
+    python scripts/make_docs.py [--steps anchors,student,teacher,bench,reports] [--bench-runs 3]
 
 Every step is a `lic` command, printed before it runs:
 
@@ -56,7 +56,7 @@ def load(path: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-evaluate", action="store_true", help="only rebuild reports and markdown")
+    parser.add_argument("--steps", help="comma-separated subset of anchors,student,teacher,bench,reports (default: all)")
     parser.add_argument("--bench-runs", type=int, default=3)
     parser.add_argument("--limit", type=int, help="only the first N Kodak images (a quick check, not the docs)")
     args = parser.parse_args()
@@ -68,25 +68,32 @@ def main() -> None:
                       key=lambda p: float(p.parent.name.removeprefix("lmbda_")))
 
     limit = ["--limit", str(args.limit)] if args.limit else []
-    if not args.skip_evaluate:
-        lic("evaluate", "--dataset", "kodak", *limit, "--name", STUDENT, "--anchors", "jpeg,webp,avif",
-            "-o", str(OUT / "kodak"))
+    steps = set(args.steps.split(",")) if args.steps else {"anchors", "student", "teacher", "bench", "reports"}
+    if "anchors" in steps:
+        lic("evaluate", "--dataset", "kodak", *limit, "--anchors-only", "--anchors", "jpeg,webp,avif",
+            "-o", str(OUT / "kodak-anchors"))
+    if "student" in steps:
+        lic("evaluate", "--dataset", "kodak", *limit, "--name", STUDENT, "-o", str(OUT / "kodak"))
+    if "teacher" in steps:
         if teachers:
             lic("evaluate", "--dataset", "kodak", *limit, "--name", TEACHER, "--checkpoint",
                 *[str(p.relative_to(REPO)) for p in teachers], "-o", str(OUT / "kodak-teacher"))
         else:
             print(f"(no runs/default_teacher here: reusing {OUT / 'kodak-teacher'})")
+    if "bench" in steps:
         bench = ["bench", "--size", "768x512", "--runs", str(args.bench_runs), "-o", str(OUT / "bench-cpu.json")]
         if teachers:
             bench += ["--checkpoint", *[str(p.relative_to(REPO)) for p in teachers[-1:]],
                       *[str(p.relative_to(REPO)) for p in pretrained.default_checkpoints()[-1:]]]
         lic(*bench)
+    if "reports" not in steps:
+        return
 
     curves = {
         "student": OUT / "kodak" / f"{STUDENT}.json",
-        "jpeg": OUT / "kodak" / "jpeg.json",
-        "webp": OUT / "kodak" / "webp.json",
-        "avif": OUT / "kodak" / "avif.json",
+        "jpeg": OUT / "kodak-anchors" / "jpeg.json",
+        "webp": OUT / "kodak-anchors" / "webp.json",
+        "avif": OUT / "kodak-anchors" / "avif.json",
         "teacher": OUT / "kodak-teacher" / f"{TEACHER}.json",
     }
     for folder, (anchor, _) in REPORTS.items():

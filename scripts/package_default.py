@@ -69,7 +69,8 @@ def main() -> None:
             teachers[str(lmbda)] = {"codec": teacher["codec"], "fingerprint": teacher["fingerprint"],
                                     "steps": teacher["metadata"].get("steps"),
                                     "parameters": teacher["parameters"],
-                                    "init": "teacher base" if teacher["metadata"].get("lmbda") != lmbda else None}
+                                    "from": None if base_facts is None or lmbda == base_facts["metadata"].get("lmbda")
+                                    else f"the lambda {base_facts['metadata'].get('lmbda')} teacher"}
         name = f"{info['codec']}-q{quality}.ckpt"
         models.append({
             "quality": quality,
