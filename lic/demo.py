@@ -57,7 +57,6 @@ def jpeg_at_psnr(pixels: np.ndarray, target: float) -> tuple[int, int, float] | 
     Bisection over quality (PSNR rises with it); ``None`` if even quality 100 falls short.
     """
     low, high = 1, 100
-    best = None
     num_bytes, value = _jpeg(pixels, high)
     if value < target:
         return None

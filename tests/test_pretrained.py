@@ -146,3 +146,10 @@ def test_evaluate_and_bench_default_to_every_rate_point(tmp_path, kodak_dir, cap
     assert len(bench["codecs"]) == len(pretrained.default_models())
     assert main(["evaluate", "--dataset", str(kodak_dir), "--anchors-only", "-o", str(tmp_path / "e")]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_results_name_shipped_weights_without_a_machine_path(tmp_path, kodak_dir) -> None:
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--dataset", str(kodak_dir), "--limit", "1", "--name", "d", "-o", str(out)]) == 0
+    recorded = [c["checkpoint"] for c in json.loads((out / "d.json").read_text())["checkpoints"]]
+    assert recorded == [f"lic/weights/{m.path.name}" for m in pretrained.default_models()]

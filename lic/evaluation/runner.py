@@ -61,6 +61,22 @@ def _measure(curve: str, point: str, name: str, original: np.ndarray, num_bytes:
                        ms_ssim_rgb(original, decoded), enc, dec)
 
 
+def _recorded_path(path: Path) -> str:
+    """How a checkpoint is named in results: never an absolute path of this machine.
+
+    Shipped default weights are named inside the package (``lic/weights/...``); other files
+    relative to the working directory when under it, else as given.
+    """
+    from lic.pretrained import WEIGHTS_DIR
+
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(WEIGHTS_DIR):
+        return f"lic/weights/{resolved.relative_to(WEIGHTS_DIR)}"
+    if resolved.is_relative_to(Path.cwd()):
+        return str(resolved.relative_to(Path.cwd()))
+    return str(path)
+
+
 def evaluate_checkpoint(path: Path, images: list[Path], device: torch.device, curve: str | None = None,
                         progress: tqdm | None = None) -> tuple[list[ImageResult], dict]:
     """Code every image with one codec checkpoint (curve name: the codec's, unless given)."""
@@ -83,7 +99,7 @@ def evaluate_checkpoint(path: Path, images: list[Path], device: torch.device, cu
         if progress is not None:
             progress.update()
     info = {"codec": codec.codec_name, "parameters": sum(p.numel() for p in codec.parameters()),
-            "fingerprint": codec.fingerprint, "lmbda": codec.metadata.get("lmbda"), "checkpoint": str(path)}
+            "fingerprint": codec.fingerprint, "lmbda": codec.metadata.get("lmbda"), "checkpoint": _recorded_path(path)}
     return results, info
 
 
