@@ -180,7 +180,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
                 "no sample images: give image files, or point $LIC_SHARED at the shared material"
             ) from None
         images = kodak[:: max(1, len(kodak) // args.samples)][: args.samples]
-    rows = run_demo(images, args.output, args.quality, args.device)
+    rows = run_demo(images, args.output, args.quality, args.device, args.checkpoint)
     print(format_rows(rows))
     print(f"files in {args.output}/ (.lic bitstreams and their decoded .png)")
 
@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="code sample photos with the default codec, compare with JPEG")
     p.add_argument("images", nargs="*", type=Path, help="images (default: sample Kodak photos)")
+    p.add_argument("--checkpoint", type=Path, help="a codec checkpoint instead of the default codec")
     p.add_argument("--samples", type=int, default=4, help="how many Kodak photos by default (default: 4)")
     p.add_argument("-q", "--quality", type=int, help="rate point of the default codec (default: the manifest's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

@@ -72,18 +72,25 @@ def jpeg_at_psnr(pixels: np.ndarray, target: float) -> tuple[int, int, float] | 
     return best
 
 
-def run_demo(images: list[Path], output: Path, quality: int | None = None, device: str = "cpu") -> list[DemoRow]:
-    """Code ``images`` with the default codec into ``output`` (``.lic`` and decoded ``.png``)."""
+def run_demo(
+    images: list[Path], output: Path, quality: int | None = None, device: str = "cpu",
+    checkpoint: Path | None = None,
+) -> list[DemoRow]:
+    """Code ``images`` into ``output`` (``.lic`` and decoded ``.png``) with the default codec at
+    ``quality``, or with the codec checkpoint ``checkpoint`` (a training run's ``codec.ckpt``)."""
     if not images:
         raise UsageError("no images to code")
+    if checkpoint is not None and quality is not None:
+        raise UsageError("give --quality (a default-codec rate point) or --checkpoint, not both")
     output.mkdir(parents=True, exist_ok=True)
-    checkpoint = pretrained.default_checkpoint(quality)
+    if checkpoint is None:
+        checkpoint = pretrained.default_checkpoint(quality)
     rows = []
     for path in images:
         stream, decoded_path = output / f"{path.stem}.lic", output / f"{path.stem}.png"
         start = time.perf_counter()
         report = coding.encode_file(path, stream, checkpoint, device=device)
-        coding.decode_file(stream, decoded_path, None, device=device)
+        coding.decode_file(stream, decoded_path, checkpoint, device=device)
         seconds = time.perf_counter() - start
         original = load_image(path).pixels
         decoded = load_image(decoded_path).pixels

@@ -86,7 +86,7 @@ def warm_start(codec, path: str) -> None:
     codec.load_state_dict(source.state_dict())
 
 
-def _distillation_module(cfg: DictConfig, codec, loss, optim):
+def _distillation_module(cfg: DictConfig, codec, loss, optim, speed: dict | None = None):
     from hydra.utils import instantiate
 
     from lic.checkpoint import load_codec
@@ -105,6 +105,7 @@ def _distillation_module(cfg: DictConfig, codec, loss, optim):
         taps=list(cfg.distill.taps),
         channel_loss=instantiate(cfg.distill.channel_loss),
         **optim,
+        **(speed or {}),
     )
 
 
@@ -123,10 +124,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         warm_start(codec, cfg.init_checkpoint)
         log.info("starting from the weights of %s", cfg.init_checkpoint)
     optim = instantiate(cfg.optim)
+    speed = OmegaConf.to_container(cfg.speed) if cfg.get("speed") else {}
     if cfg.get("distill"):
-        module = _distillation_module(cfg, codec, instantiate(cfg.loss), optim)
+        module = _distillation_module(cfg, codec, instantiate(cfg.loss), optim, speed)
     else:
-        module = RateDistortionModule(codec=codec, loss=instantiate(cfg.loss), **optim)
+        module = RateDistortionModule(codec=codec, loss=instantiate(cfg.loss), **optim, **speed)
     datamodule = instantiate(cfg.data)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]

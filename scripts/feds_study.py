@@ -87,7 +87,7 @@ def main() -> None:
 
     def pipeline(lmbda: float) -> dict[str, Path]:
         teacher = train("teacher_quick", "feds_study_teacher", lmbda, args.teacher_steps, extra, threads)
-        scratch = train("quick", "feds_study_scratch", lmbda, args.steps, extra, threads)
+        scratch = train("student_quick", "feds_study_scratch", lmbda, args.steps, extra, threads)
         feds = train("feds_quick", f"feds_study_{args.distill}", lmbda, args.steps,
                      [f"distill={args.distill}", f"teacher_checkpoint={teacher}", *extra], threads)
         return {"teacher": teacher, "scratch": scratch, "feds": feds}

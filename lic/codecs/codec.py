@@ -114,6 +114,12 @@ class ChannelARCodec(CompressionModel):
 
     #: Inputs are padded to a multiple of this (g_a ×16, h_a ×4).
     downsampling = 64
+    #: Training speed-up: the dtype ``forward`` runs the analysis and synthesis transforms in
+    #: under autocast (``torch.bfloat16`` on CPUs with bf16 instructions and on GPUs), or None
+    #: for float32. Only ``g_a`` and ``g_s`` are affected: ``y`` and ``x_hat`` come back as
+    #: float32, and the hyperprior, the slice model, likelihoods and the rate stay in float32.
+    #: ``compress``/``decompress`` ignore it (coding is always float32 + fixed point).
+    transform_autocast: torch.dtype | None = None
 
     def __init__(
         self,
@@ -188,6 +194,14 @@ class ChannelARCodec(CompressionModel):
             features[f"{name}.{index}"] = x
         return last(x)
 
+    def _transform(self, transform: nn.Sequential, x: Tensor, name: str, features: dict[str, Tensor]) -> Tensor:
+        """:meth:`_tap` under :attr:`transform_autocast` (when set), returning float32."""
+        if self.transform_autocast is None:
+            return self._tap(transform, x, name, features)
+        with torch.autocast(x.device.type, dtype=self.transform_autocast):
+            out = self._tap(transform, x, name, features)
+        return out.float()
+
     def _hyper(self, z_hat: Tensor, exact: bool = False) -> tuple[Tensor, Tensor]:
         """Hyper means and scales; in fixed point (see :mod:`lic.codecs.exact`) when ``exact``."""
         if exact:
@@ -196,6 +210,15 @@ class ChannelARCodec(CompressionModel):
             params = self.h_s(z_hat)
         means, scales = params.chunk(2, dim=1)
         return means, scales
+
+    def feature_channels(self) -> dict[str, int]:
+        """Channels of every tensor ``forward`` records in ``features``, from the configuration."""
+        n = self.g_a[0][0].out_channels
+        m = self.context.slice_channels * self.context.num_slices
+        channels = {f"g_a.{i}": n for i in range(3)} | {"y": m} | {f"g_s.{i}": n for i in range(3)}
+        for i in range(self.context.num_slices):
+            channels[f"entropy.{i}.mean"] = channels[f"entropy.{i}.scale"] = self.context.slice_channels
+        return channels
 
     def expected_shapes(self, image_size: tuple[int, int]) -> tuple[tuple[int, int, int, int], dict]:
         """Padding and latent shapes this codec produces for an image of ``(height, width)``."""
@@ -260,7 +283,7 @@ class ChannelARCodec(CompressionModel):
         image_size = (x.shape[-2], x.shape[-1])
         x, padding = self._pad(x)
         features: dict[str, Tensor] = {}
-        y = self._tap(self.g_a, x, "g_a", features)
+        y = self._transform(self.g_a, x, "g_a", features)
         features["y"] = y
         z = self.h_a(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
@@ -280,7 +303,7 @@ class ChannelARCodec(CompressionModel):
         for i, p in enumerate(parameters):
             features[f"entropy.{i}.mean"] = p.mean
             features[f"entropy.{i}.scale"] = p.scale
-        x_hat = self._tap(self.g_s, y_hat, "g_s", features)
+        x_hat = self._transform(self.g_s, y_hat, "g_s", features)
         return CodecOutput(
             x_hat=self._crop(x_hat, image_size, padding),
             likelihoods={"y": torch.cat(y_likelihoods, dim=1), "z": z_likelihoods},

@@ -4,6 +4,7 @@ losses, and the phase schedule. Knows codecs only through their forward result."
 from lic.distill.losses import EntropyWeightedChannelLoss, FeatureAlignmentLoss, channel_bits, channel_weights
 from lic.distill.adapters import FeatureAdapters
 from lic.distill.schedule import Phase, PhaseSchedule
+from lic.distill.feds import feds_terms, needs_teacher
 
 __all__ = [
     "EntropyWeightedChannelLoss",
@@ -13,4 +14,6 @@ __all__ = [
     "PhaseSchedule",
     "channel_bits",
     "channel_weights",
+    "feds_terms",
+    "needs_teacher",
 ]

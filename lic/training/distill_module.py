@@ -9,24 +9,19 @@ import torch
 from torch import Tensor, nn
 
 from lic.checkpoint import weights_fingerprint
-from lic.distill import EntropyWeightedChannelLoss, FeatureAdapters, FeatureAlignmentLoss, PhaseSchedule
+from lic.distill import (
+    EntropyWeightedChannelLoss,
+    FeatureAdapters,
+    FeatureAlignmentLoss,
+    PhaseSchedule,
+    feds_terms,
+    needs_teacher,
+)
 from lic.errors import LicError, UsageError
 from lic.training.losses import RateDistortionLoss
 from lic.training.module import OptimizerFactory, RateDistortionModule, SchedulerFactory
 
 DEFAULT_TAPS = ("g_a.0", "g_a.1", "g_a.2", "y", "g_s.0", "g_s.1", "g_s.2")
-
-
-def _feature_channels(codec: nn.Module, taps: Sequence[str]) -> dict[str, int]:
-    was_training = codec.training
-    codec.eval()
-    with torch.no_grad():
-        features = codec(torch.zeros(1, 3, 64, 64, device=next(codec.parameters()).device)).features
-    codec.train(was_training)
-    unknown = set(taps) - set(features)
-    if unknown:
-        raise UsageError(f"unknown feature taps {sorted(unknown)}; available: {sorted(features)}")
-    return {tap: features[tap].shape[1] for tap in taps}
 
 
 class DistillationModule(RateDistortionModule):
@@ -62,6 +57,8 @@ class DistillationModule(RateDistortionModule):
         scheduler: SchedulerFactory | None = None,
         clip_max_norm: float = 1.0,
         max_nonfinite_steps: int = 5,
+        transform_precision: str = "fp32",
+        channels_last: bool = False,
     ) -> None:
         teacher_lmbda = (getattr(teacher, "metadata", None) or {}).get("lmbda")
         if teacher_lmbda is None or not math.isclose(teacher_lmbda, loss.lmbda, rel_tol=1e-6):
@@ -69,14 +66,23 @@ class DistillationModule(RateDistortionModule):
                 f"the teacher was trained for lambda={teacher_lmbda}, this run uses lambda={loss.lmbda}: "
                 "distil each rate point from the teacher of the same lambda"
             )
-        super().__init__(codec, loss, optimizer, aux_optimizer, scheduler, clip_max_norm, max_nonfinite_steps)
+        super().__init__(
+            codec, loss, optimizer, aux_optimizer, scheduler, clip_max_norm, max_nonfinite_steps,
+            transform_precision, channels_last,
+        )
         object.__setattr__(self, "teacher", teacher)  # deliberately not a submodule
         teacher.eval().requires_grad_(False)
         self.teacher_fingerprint = weights_fingerprint(teacher)
         self.schedule = schedule
         self.taps = list(taps)
         adapted = list(dict.fromkeys([*self.taps, "y"]))
-        self.adapters = FeatureAdapters(_feature_channels(codec, adapted), _feature_channels(teacher, adapted))
+        student_channels, teacher_channels = codec.feature_channels(), teacher.feature_channels()
+        unknown = set(adapted) - set(student_channels)
+        if unknown:
+            raise UsageError(f"unknown feature taps {sorted(unknown)}; available: {sorted(student_channels)}")
+        self.adapters = FeatureAdapters(
+            {tap: student_channels[tap] for tap in adapted}, {tap: teacher_channels[tap] for tap in adapted}
+        )
         self.feature_loss = FeatureAlignmentLoss()
         self.channel_loss = channel_loss or EntropyWeightedChannelLoss()
         self.hparams.update(
@@ -93,7 +99,9 @@ class DistillationModule(RateDistortionModule):
         return main + list(self.adapters.parameters()), aux
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self.teacher.to(self.device).eval()
+        self.teacher.transform_autocast = self.codec.transform_autocast
         if self.trainer.max_steps != self.schedule.total_steps:
             raise UsageError(
                 f"trainer.max_steps={self.trainer.max_steps} but the distillation phases add up to "
@@ -104,25 +112,15 @@ class DistillationModule(RateDistortionModule):
         phase_index = self.schedule.index_at(self.global_step)
         phase = self.schedule.phases[phase_index]
         logs = {"distill/phase": torch.tensor(float(phase_index))}
-        if phase.feature_weight == 0 and phase.channel_weight == 0:
+        if not needs_teacher(phase):
             return 0.0, logs
         with torch.no_grad():
             teacher_out = self.teacher(batch, exact=False)  # features only: the fast float path
-        total: Tensor | float = 0.0
-        if phase.feature_weight:
-            adapted = {tap: self.adapters(tap, output.features[tap]) for tap in self.taps}
-            feature = self.feature_loss(adapted, teacher_out.features)
-            total = total + phase.feature_weight * feature
-            logs["distill/feature"] = feature
-        if phase.channel_weight:
-            channel = self.channel_loss(
-                self.adapters("y", output.features["y"]),
-                teacher_out.features["y"],
-                teacher_out.likelihoods["y"],
-            )
-            total = total + phase.channel_weight * channel
-            logs["distill/channel"] = channel
-        return total, logs
+        total, terms = feds_terms(
+            phase, self.adapters, self.taps, self.feature_loss, self.channel_loss,
+            output.features, teacher_out.features, teacher_out.likelihoods["y"],
+        )
+        return total, logs | terms
 
     def on_train_end(self) -> None:
         if weights_fingerprint(self.teacher) != self.teacher_fingerprint:

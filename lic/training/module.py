@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lic.errors import LicError
 from lic.training.losses import RateDistortionLoss, RateDistortionTerms
+from lic.training.precision import autocast_dtype
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -49,6 +50,10 @@ class RateDistortionModule(pl.LightningModule):
         scheduler: ``optimizer -> LRScheduler`` for the main optimizer, stepped every step.
         clip_max_norm: gradient-norm clip of the main parameters (0 disables).
         max_nonfinite_steps: consecutive non-finite steps tolerated before stopping.
+        transform_precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where the device has it): the
+            precision of the analysis/synthesis transforms under autocast; the entropy model
+            and the rate stay in float32 (:attr:`ChannelARCodec.transform_autocast`).
+        channels_last: train in the channels-last memory layout.
     """
 
     def __init__(
@@ -60,9 +65,14 @@ class RateDistortionModule(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         clip_max_norm: float = 1.0,
         max_nonfinite_steps: int = 5,
+        transform_precision: str = "fp32",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        autocast_dtype(transform_precision, torch.device("cpu"))  # refuse an unknown name now
         self.automatic_optimization = False
+        self.transform_precision = transform_precision
+        self.channels_last = channels_last
         self.codec = codec
         self.loss = loss
         self._optimizer = optimizer
@@ -83,6 +93,14 @@ class RateDistortionModule(pl.LightningModule):
 
     def forward(self, x: Tensor):
         return self.codec(x)
+
+    def on_fit_start(self) -> None:
+        self.codec.transform_autocast = autocast_dtype(self.transform_precision, self.device)
+        if self.channels_last:
+            self.codec.to(memory_format=torch.channels_last)
+
+    def on_fit_end(self) -> None:
+        self.codec.transform_autocast = None  # exported and evaluated in float32
 
     def trainable_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Parameters of the main and the auxiliary optimizer."""
@@ -109,6 +127,8 @@ class RateDistortionModule(pl.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         optimizer, aux_optimizer = self.optimizers()
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         output = self.codec(batch)
         terms = self.loss(output, batch)
         extra, extra_logs = self.extra_loss(batch, output)
@@ -142,7 +162,9 @@ class RateDistortionModule(pl.LightningModule):
         self.log("train/nonfinite", 0.0)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        terms = self.loss(self.codec(batch), batch)
+        precision, self.codec.transform_autocast = self.codec.transform_autocast, None
+        terms = self.loss(self.codec(batch), batch)  # validated in float32
+        self.codec.transform_autocast = precision
         self._log_terms("val", terms, batch_size=batch.shape[0], sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -18,9 +18,12 @@ def compose_train(overrides: list[str]) -> DictConfig:
 
 
 def small_run_overrides(image_folder: Path, run_dir: Path, steps: int = 6) -> list[str]:
-    """``experiment=quick`` shrunk to seconds, on the test folder."""
+    """``experiment=quick`` shrunk to seconds, on the test folder (tiny codec, float32)."""
     return [
         "experiment=quick",
+        "codec=student-tiny",
+        "speed.transform_precision=fp32",
+        "speed.channels_last=false",
         f"run_dir={run_dir}",
         f"data.train_dir={image_folder}",
         f"data.val_dir={image_folder}",

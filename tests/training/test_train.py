@@ -39,6 +39,26 @@ def test_fast_dev_run_trains_and_exports(image_folder, tmp_path) -> None:
     assert codec.metadata["steps"] == 2 and codec.metadata["experiment"] == "quick"
 
 
+def test_bf16_transforms_and_channels_last_train_and_export_float32(image_folder, tmp_path) -> None:
+    overrides = small_run_overrides(image_folder, tmp_path, steps=3)
+    overrides += ["speed.transform_precision=bf16", "speed.channels_last=true"]
+    metrics = train(compose_train(overrides))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    codec = lic.load_codec(tmp_path / "codec.ckpt")
+    assert codec.transform_autocast is None  # exported codecs code in float32
+    image = torch.rand(1, 3, 64, 64)
+    out = codec(image)
+    assert out.x_hat.dtype == torch.float32 and out.features["g_a.0"].dtype == torch.float32
+
+
+def test_an_unknown_precision_is_refused(image_folder, tmp_path) -> None:
+    from lic.errors import UsageError
+
+    overrides = small_run_overrides(image_folder, tmp_path) + ["speed.transform_precision=fp16"]
+    with pytest.raises(UsageError, match="precision must be one of auto, bf16, fp32"):
+        train(compose_train(overrides))
+
+
 def test_run_exports_a_codec_that_the_cli_uses(image_folder, kodak_dir, tmp_path, capsys) -> None:
     run = tmp_path / "run"
     cfg = compose_train(small_run_overrides(image_folder, run, steps=6))

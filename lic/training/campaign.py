@@ -1,0 +1,837 @@
+"""Training that accumulates: a declared plan of runs that every call continues from saved state.
+
+A *plan* (``recipes/campaign/<name>.yaml``) declares runs: a codec, λ, a target number of steps,
+crop and learning-rate schedules, and which run starts from or distils from which. Each call of
+the campaign (``scripts/campaign.py run``) gives every runnable run a *slice* of time: the run
+loads its state, trains until the slice ends or its target is reached, saves its state, and
+measures itself. Calls on different machines continue the same runs, so compute accumulates
+across sessions, CPUs and GPUs.
+
+State (``campaign/<plan>/<run>/``, tracked in git, so a fresh clone continues it):
+
+- ``weights.pt``: the codec's parameters and buffers (float32), and the FEDS adapters;
+- ``ema.pt``: the exponential moving average of the weights (timm's ``ModelEmaV3``), which is
+  what gets evaluated and exported, stored as its bf16 difference from the weights;
+- ``optim.pt``: Adam's step count and second moments in bfloat16 (half the size of float32;
+  the first moments are dropped: they re-form within ~10 steps, where the second moments
+  take thousands), and the auxiliary optimizer of the entropy bottleneck's quantiles;
+- ``state.json``: steps, images seen, compute per hardware, every slice (hardware, threads,
+  steps, seconds) and every evaluation (held-out and training-set losses, Kodak through real
+  bitstreams).
+
+A save writes the new state into a sibling folder and swaps it in with two renames; a run
+killed at any moment leaves the previous state or the new one (``load`` repairs a swap that
+was cut in half). No file exceeds ``MAX_FILE_BYTES`` (what a GPU command can send back).
+
+Design choices (ours; see README "Training campaign"):
+
+- the transforms run under bf16 autocast where the hardware has bf16 (``precision: auto``),
+  the entropy model and the rate in float32 (``ChannelARCodec.transform_autocast``);
+- channels-last memory layout; training photos decoded once and held in memory (on the GPU
+  with ``device: cuda``) and cropped there;
+- learning rate: linear warm-up, then constant, then ×0.1 from ``decay_from`` (absolute
+  steps), so that a run's target can be raised later without a schedule that already ended;
+- a held-out split of the training folder (every ``holdout_every``-th photo, never trained
+  on) measures generalisation: the same evaluation on held-out photos and on as many training
+  photos, whose gap shows overfitting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lic.errors import UsageError
+from lic.training.precision import autocast_dtype
+
+log = logging.getLogger(__name__)
+
+#: Largest state file: a GPU command returns files of at most 16 MiB.
+MAX_FILE_BYTES = 16 * 2**20
+STATE_FILES = ("weights.pt", "ema.pt", "optim.pt", "state.json")
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a plan (every field can be set in the recipe; steps are absolute).
+
+    Attributes:
+        name: the run's name (its state folder).
+        codec: registered codec name.
+        lmbda: rate–distortion λ (MSE, CompressAI's scale).
+        steps: target number of training steps; raising it later continues the run.
+        batch: images per step.
+        crops: ``[[from_step, side], ...]``: the crop side from each step on (small crops early
+            are cheap; the hyper-latent of a 128² crop is only 2×2, so later steps use larger).
+        lr: peak learning rate of the main optimizer.
+        warmup: steps of linear warm-up from ``lr / 100``.
+        decay_from: from this step on the learning rate is ``lr / 10`` (None: never).
+        ema_decay: decay of the weights' moving average.
+        precision: ``auto`` (bf16 transforms where the device supports them), ``bf16``, ``fp32``.
+        channels_last: use the channels-last memory layout.
+        init: start from the EMA weights of this run (same codec) when the run begins.
+        teacher: distil from the EMA weights of this run (FEDS).
+        phases: FEDS phases ``[{name, steps, feature_weight, channel_weight}]`` (with a teacher).
+        taps: features aligned by the feature loss.
+        channel_temperature: softmax temperature of the entropy-weighted channel loss.
+        after: ``{run: steps}``: start only when those runs have reached those steps.
+        clip_max_norm: gradient-norm clip of the main parameters.
+    """
+
+    name: str
+    codec: str
+    lmbda: float
+    steps: int
+    batch: int = 8
+    crops: tuple[tuple[int, int], ...] = ((0, 128),)
+    lr: float = 1e-4
+    warmup: int = 500
+    decay_from: int | None = None
+    ema_decay: float = 0.999
+    precision: str = "auto"
+    channels_last: bool = True
+    init: str | None = None
+    teacher: str | None = None
+    phases: tuple[dict, ...] = ()
+    taps: tuple[str, ...] = ("g_a.0", "g_a.1", "g_a.2", "y", "g_s.0", "g_s.1", "g_s.2")
+    channel_temperature: float = 1.0
+    after: dict[str, int] = field(default_factory=dict)
+    clip_max_norm: float = 1.0
+
+    def crop_at(self, step: int) -> int:
+        side = self.crops[0][1]
+        for start, value in self.crops:
+            if step >= start:
+                side = value
+        return side
+
+    def lr_at(self, step: int) -> float:
+        if self.decay_from is not None and step >= self.decay_from:
+            return self.lr / 10
+        if step < self.warmup:
+            return self.lr * (0.01 + 0.99 * step / self.warmup)
+        return self.lr
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A campaign: runs in priority order, the data, and where the state lives."""
+
+    name: str
+    runs: tuple[RunSpec, ...]
+    train_dir: Path
+    holdout_every: int = 20
+    eval_crop: int = 256
+    eval_images: int = 16
+    kodak_dir: Path | None = None
+    state_dir: Path = Path("campaign")
+
+    def run(self, name: str) -> RunSpec:
+        for spec in self.runs:
+            if spec.name == name:
+                return spec
+        raise UsageError(f"plan {self.name!r} has no run {name!r}; runs: {[r.name for r in self.runs]}")
+
+    def run_dir(self, name: str) -> Path:
+        return self.state_dir / self.name / name
+
+    @property
+    def work_dir(self) -> Path:
+        """Untracked outputs (logs, exported codecs): ``runs/campaign/<plan>`` beside the state."""
+        return self.state_dir.parent / "runs" / "campaign" / self.name
+
+
+def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Plan:
+    """Read a plan recipe; ``{shared}`` in paths is the shared-material folder.
+
+    Raises:
+        UsageError: unknown keys, unknown codecs or runs, cycles, or a teacher without phases.
+    """
+    from omegaconf import OmegaConf
+
+    from lic.codecs import list_codecs
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"campaign plan not found: {path}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    defaults = raw.pop("defaults", {}) or {}
+    run_entries = raw.pop("runs", None)
+    if not run_entries:
+        raise UsageError(f"{path}: a plan needs runs")
+    known = {f.name for f in RunSpec.__dataclass_fields__.values()}
+    runs = []
+    for name, entry in run_entries.items():
+        values = {**defaults, **(entry or {}), "name": name}
+        unknown = set(values) - known
+        if unknown:
+            raise UsageError(f"{path}: run {name!r} has unknown keys {sorted(unknown)}")
+        for key in ("crops", "phases", "taps"):
+            if key in values:
+                values[key] = tuple(tuple(v) if key == "crops" else v for v in values[key])
+        spec = RunSpec(**values)
+        if spec.codec not in list_codecs():
+            raise UsageError(f"{path}: run {name!r}: unknown codec {spec.codec!r}")
+        if spec.teacher and not spec.phases:
+            raise UsageError(f"{path}: run {name!r} distils from {spec.teacher!r} but declares no phases")
+        runs.append(spec)
+    names = {r.name for r in runs}
+    for spec in runs:
+        for other in [spec.init, spec.teacher, *spec.after]:
+            if other is not None and other not in names:
+                raise UsageError(f"{path}: run {spec.name!r} refers to unknown run {other!r}")
+        if spec.init and spec.init not in spec.after:
+            raise UsageError(f"{path}: run {spec.name!r} starts from {spec.init!r}: list it in `after`")
+        if spec.teacher and spec.teacher not in spec.after:
+            raise UsageError(f"{path}: run {spec.name!r} distils from {spec.teacher!r}: list it in `after`")
+    data = raw.pop("data", {}) or {}
+    template = {"shared": str(shared)}
+    kodak = data.get("kodak_dir")
+    plan = Plan(
+        name=raw.pop("name", path.stem),
+        runs=tuple(runs),
+        train_dir=Path(data["train_dir"].format(**template)),
+        holdout_every=int(data.get("holdout_every", 20)),
+        eval_crop=int(data.get("eval_crop", 256)),
+        eval_images=int(data.get("eval_images", 16)),
+        kodak_dir=Path(kodak.format(**template)) if kodak else None,
+        state_dir=state_dir,
+    )
+    if raw:
+        raise UsageError(f"{path}: unknown plan keys {sorted(raw)}")
+    return plan
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+def split_holdout(paths: Sequence[Path], every: int, universe: Sequence[str] | None = None) -> tuple[list[Path], list[Path]]:
+    """Training and held-out photos: every ``every``-th name of ``universe`` (sorted) is held out.
+
+    ``universe`` is the full list of the folder's photo names (its ``MANIFEST.tsv``), so that a
+    folder holding only part of the photos (a GPU shard) holds out the same ones; by default the
+    names of ``paths``.
+    """
+    names = sorted(universe) if universe is not None else sorted(p.name for p in paths)
+    held_names = set(names[::every])
+    paths = sorted(paths, key=lambda p: p.name)
+    return [p for p in paths if p.name not in held_names], [p for p in paths if p.name in held_names]
+
+
+def manifest_names(folder: Path) -> list[str] | None:
+    """Photo names listed in ``folder/MANIFEST.tsv`` (first column after the header), if any."""
+    manifest = folder / "MANIFEST.tsv"
+    if not manifest.is_file():
+        return None
+    rows = manifest.read_text().splitlines()[1:]
+    return [row.split("\t", 1)[0] for row in rows if row.strip()]
+
+
+def training_split(plan: "Plan") -> tuple[list[Path], list[Path]]:
+    """The plan's training and held-out photos."""
+    return split_holdout(_photo_paths(plan.train_dir), plan.holdout_every, manifest_names(plan.train_dir))
+
+
+class ResidentImages:
+    """Decoded photos held in memory on ``device`` (uint8, HWC), and random crops of them.
+
+    Crops are cut where the photos live (on the GPU with ``device="cuda"``), flipped at random,
+    and returned as a float batch ``(B, 3, side, side)`` in ``[0, 1]``. The random choices come
+    from a CPU generator, so a seed gives the same crops on every device.
+    """
+
+    def __init__(self, paths: Sequence[Path], device: torch.device | str = "cpu") -> None:
+        from PIL import Image
+
+        from lic.imageio import convert_to_rgb8
+
+        if not paths:
+            raise UsageError("no training photos")
+        self.device = torch.device(device)
+        self.names = [p.name for p in paths]
+        self.images = []
+        for path in paths:
+            with Image.open(path) as image:
+                pixels = convert_to_rgb8(image).pixels
+            self.images.append(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def min_side(self) -> int:
+        return min(min(image.shape[:2]) for image in self.images)
+
+    def sample(self, batch: int, side: int, generator: torch.Generator) -> Tensor:
+        if side > self.min_side():
+            raise UsageError(f"crop {side} is larger than the smallest training photo ({self.min_side()} px)")
+        picks = torch.randint(0, len(self.images), (batch,), generator=generator).tolist()
+        crops = []
+        for index in picks:
+            image = self.images[index]
+            height, width = image.shape[:2]
+            top = int(torch.randint(0, height - side + 1, (), generator=generator))
+            left = int(torch.randint(0, width - side + 1, (), generator=generator))
+            flip_h, flip_v = (torch.rand(2, generator=generator) < 0.5).tolist()
+            crop = image[top : top + side, left : left + side]
+            if flip_h:
+                crop = crop.flip(1)
+            if flip_v:
+                crop = crop.flip(0)
+            crops.append(crop)
+        return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255)
+
+    def center_crops(self, side: int, count: int) -> Tensor:
+        """Centre crops of ``count`` photos spread evenly over the set: a fixed evaluation batch."""
+        count = min(count, len(self.images))
+        picks = np.linspace(0, len(self.images) - 1, count).round().astype(int)
+        crops = []
+        for index in picks:
+            image = self.images[index]
+            height, width = image.shape[:2]
+            top, left = (height - side) // 2, (width - side) // 2
+            crops.append(image[top : top + side, left : left + side])
+        return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255)
+
+
+# -- hardware ----------------------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device, threads: int) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"device": "cuda", "name": torch.cuda.get_device_name(device), "host": socket.gethostname()}
+    return {"device": "cpu", "name": cpu_name(), "threads": threads, "host": socket.gethostname()}
+
+
+# -- state -------------------------------------------------------------------------------------
+
+
+def _repair(run_dir: Path) -> None:
+    """Finish or undo a state swap that was interrupted (see :func:`save_state`).
+
+    Only the run's writer calls this (one slice of a run at a time): a reader could otherwise
+    undo a swap that is under way.
+    """
+    old = run_dir.with_name(run_dir.name + ".old")
+    if not run_dir.exists() and old.exists():
+        old.rename(run_dir)
+    elif old.exists():
+        shutil.rmtree(old)
+    for stale in run_dir.parent.glob(f".{run_dir.name}.next-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``state.json`` (from a swap cut in half too), or None when it has not started."""
+    for folder in (run_dir, run_dir.with_name(run_dir.name + ".old")):
+        path = folder / "state.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def save_state(run_dir: Path, tensors: dict[str, dict], record: dict[str, Any]) -> None:
+    """Write the run's files into a new folder, then swap it in with two renames."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    _repair(run_dir)
+    staging = run_dir.with_name(f".{run_dir.name}.next-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        for filename, payload in tensors.items():
+            torch.save(payload, staging / filename)
+            size = (staging / filename).stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise UsageError(f"{filename} of run {run_dir.name} is {size} bytes, over {MAX_FILE_BYTES}")
+        (staging / "state.json").write_text(json.dumps(record, indent=1) + "\n")
+        for path in staging.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        old = run_dir.with_name(run_dir.name + ".old")
+        if run_dir.exists():
+            run_dir.rename(old)
+        staging.rename(run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_tensors(run_dir: Path, filename: str) -> dict:
+    return torch.load(run_dir / filename, map_location="cpu", weights_only=True)
+
+
+def _ema_payload(ema: dict[str, Tensor], weights: dict[str, Tensor]) -> dict[str, Any]:
+    """The EMA as its difference from the weights, in bf16 (half the bytes of float32).
+
+    The difference is small next to the weights (the EMA trails them), so its bf16 rounding is
+    about 0.4% of the difference: less than one EMA update moves it.
+    """
+    return {
+        "format": "delta-bf16",
+        "delta": {k: (v - weights[k]).to(torch.bfloat16) for k, v in ema.items() if v.is_floating_point()},
+        "exact": {k: v for k, v in ema.items() if not v.is_floating_point()},
+    }
+
+
+def load_ema(run_dir: Path) -> dict[str, Tensor]:
+    """The run's EMA weights (float32 state dict), rebuilt from ``ema.pt`` and ``weights.pt``."""
+    payload = load_tensors(run_dir, "ema.pt")
+    if payload.get("format") != "delta-bf16":
+        return payload  # a full float32 state dict
+    weights = load_tensors(run_dir, "weights.pt")["codec"]
+    ema = {k: weights[k] + delta.float() for k, delta in payload["delta"].items()}
+    return {k: ema.get(k, payload["exact"].get(k)) for k in weights}
+
+
+def _float_state(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _compact_adam(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Adam's step counts and second moments (bf16); first moments are not kept."""
+    state = optimizer.state_dict()
+    compact = {}
+    for index, entry in state["state"].items():
+        compact[index] = {"step": float(entry["step"]), "exp_avg_sq": entry["exp_avg_sq"].to(torch.bfloat16).cpu()}
+    return {"state": compact, "param_groups": len(state["param_groups"])}
+
+
+def _restore_adam(optimizer: torch.optim.Optimizer, compact: dict[str, Any]) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if len(compact["state"]) and max(int(i) for i in compact["state"]) >= len(params):
+        raise UsageError("saved optimizer state does not fit the parameters (codec changed?)")
+    for index, entry in compact["state"].items():
+        param = params[int(index)]
+        if entry["exp_avg_sq"].shape != param.shape:
+            raise UsageError("saved optimizer state does not fit the parameters (codec changed?)")
+        optimizer.state[param] = {
+            "step": torch.tensor(entry["step"]),
+            "exp_avg": torch.zeros_like(param),
+            "exp_avg_sq": entry["exp_avg_sq"].to(device=param.device, dtype=param.dtype),
+        }
+
+
+def new_record(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "run": spec.name,
+        "codec": spec.codec,
+        "lmbda": spec.lmbda,
+        "step": 0,
+        "images_seen": 0,
+        "compute": {"cpu_core_hours": 0.0, "gpu_hours": 0.0},
+        "slices": [],
+        "evals": [],
+    }
+
+
+def run_progress(plan: Plan) -> dict[str, int]:
+    """Steps each run of the plan has reached (0 when not started)."""
+    progress = {}
+    for spec in plan.runs:
+        record = read_record(plan.run_dir(spec.name))
+        progress[spec.name] = record["step"] if record else 0
+    return progress
+
+
+def runnable(plan: Plan, progress: dict[str, int] | None = None) -> list[RunSpec]:
+    """Runs below their target whose prerequisites have reached theirs, in plan order."""
+    progress = run_progress(plan) if progress is None else progress
+    return [
+        spec
+        for spec in plan.runs
+        if progress[spec.name] < spec.steps and all(progress[run] >= steps for run, steps in spec.after.items())
+    ]
+
+
+# -- one slice of one run ----------------------------------------------------------------------
+
+
+class _Stop:
+    """Set by SIGTERM/SIGINT: the slice ends after the current step, with its state saved."""
+
+    requested = False
+
+    @classmethod
+    def install(cls) -> None:
+        def handler(signum, frame):  # noqa: ARG001
+            cls.requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+class RunTrainer:
+    """Loads one run's state, trains it, measures it and saves it.
+
+    Args:
+        plan: the campaign plan.
+        spec: the run.
+        device: where to train.
+        threads: CPU threads (recorded as the run's core count on CPU).
+        seed: base of the run's random stream (mixed with the step, so a resumed run draws
+            new crops rather than repeating the last slice's).
+    """
+
+    def __init__(self, plan: Plan, spec: RunSpec, device: torch.device, threads: int = 1, seed: int = 0) -> None:
+        from timm.utils import ModelEmaV3
+
+        from lic.codecs import create_codec
+        from lic.training.losses import RateDistortionLoss
+        from lic.training.module import split_parameters
+
+        self.plan, self.spec, self.device, self.threads = plan, spec, device, threads
+        self.run_dir = plan.run_dir(spec.name)
+        if self.run_dir.parent.is_dir():
+            _repair(self.run_dir)
+        self.record = read_record(self.run_dir) or new_record(spec)
+        if "slices_open" in self.record:  # the last slice was killed after a periodic save
+            self.record["slices"].append(self.record.pop("slices_open"))
+        if self.record["codec"] != spec.codec:
+            raise UsageError(f"run {spec.name!r} was trained as {self.record['codec']}, the plan says {spec.codec}")
+        self.codec = create_codec(spec.codec).to(device)
+        self.adapters: nn.Module | None = None
+        self.teacher: nn.Module | None = None
+        self.schedule = None
+        if spec.teacher:
+            self._setup_distillation()
+        if self.record["step"] > 0:
+            weights = load_tensors(self.run_dir, "weights.pt")
+            self.codec.load_state_dict(weights["codec"])
+            if self.adapters is not None:
+                self.adapters.load_state_dict(weights["adapters"])
+        elif spec.init:
+            init_dir = plan.run_dir(spec.init)
+            self.codec.load_state_dict(load_ema(init_dir))
+            self.record["init"] = {"run": spec.init, "step": read_record(init_dir)["step"]}
+        self.transform_dtype = autocast_dtype(spec.precision, device)
+        self.codec.transform_autocast = self.transform_dtype
+        if spec.channels_last:
+            self.codec.to(memory_format=torch.channels_last)
+        self.ema = ModelEmaV3(self.codec, decay=spec.ema_decay, use_warmup=True)
+        if self.record["step"] > 0:
+            self.ema.module.load_state_dict(load_ema(self.run_dir))
+        self.loss = RateDistortionLoss(spec.lmbda)
+        main, aux = split_parameters(self.codec)
+        if self.adapters is not None:
+            main += list(self.adapters.parameters())
+        self.main_params = main
+        self.optimizer = torch.optim.Adam(main, lr=spec.lr)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
+        if self.record["step"] > 0:
+            optim = load_tensors(self.run_dir, "optim.pt")
+            _restore_adam(self.optimizer, optim["main"])
+            self.aux_optimizer.load_state_dict(optim["aux"])
+        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + self.record["step"])
+
+    def _setup_distillation(self) -> None:
+        from lic.codecs import create_codec
+        from lic.distill import EntropyWeightedChannelLoss, FeatureAdapters, FeatureAlignmentLoss, PhaseSchedule
+
+        spec = self.spec
+        teacher_dir = self.plan.run_dir(spec.teacher)
+        teacher_record = read_record(teacher_dir)
+        self.teacher = create_codec(teacher_record["codec"]).to(self.device)
+        self.teacher.load_state_dict(load_ema(teacher_dir))
+        self.teacher.eval().requires_grad_(False)
+        if math.isclose(teacher_record["lmbda"], spec.lmbda, rel_tol=1e-6) is False:
+            raise UsageError(f"run {spec.name!r} (λ={spec.lmbda}) distils from a teacher trained at λ={teacher_record['lmbda']}")
+        self.teacher_step = teacher_record["step"]
+        self.schedule = PhaseSchedule(list(spec.phases))
+        adapted = list(dict.fromkeys([*spec.taps, "y"]))
+        student, teacher = self.codec.feature_channels(), self.teacher.feature_channels()
+        self.adapters = FeatureAdapters({t: student[t] for t in adapted}, {t: teacher[t] for t in adapted}).to(self.device)
+        self.feature_loss = FeatureAlignmentLoss()
+        self.channel_loss = EntropyWeightedChannelLoss(temperature=spec.channel_temperature)
+
+    # -- training -------------------------------------------------------------------------
+
+    def _distillation(self, batch: Tensor, output) -> tuple[Tensor | float, dict[str, float]]:
+        from lic.distill import feds_terms, needs_teacher
+
+        if self.schedule is None:
+            return 0.0, {}
+        phase = self.schedule.phase_at(self.record["step"])
+        if not needs_teacher(phase):
+            return 0.0, {}
+        with torch.no_grad():
+            self.teacher.transform_autocast = self.transform_dtype
+            teacher_out = self.teacher(batch, exact=False)
+        total, terms = feds_terms(
+            phase, self.adapters, self.spec.taps, self.feature_loss, self.channel_loss,
+            output.features, teacher_out.features, teacher_out.likelihoods["y"],
+        )
+        return total, {k: v.detach().item() for k, v in terms.items()}
+
+    def step(self, images: "ResidentImages") -> dict[str, float] | None:
+        """One training step; returns its terms, or None if the loss was not finite (skipped)."""
+        spec, step = self.spec, self.record["step"]
+        for group in self.optimizer.param_groups:
+            group["lr"] = spec.lr_at(step)
+        batch = images.sample(spec.batch, spec.crop_at(step), self.generator)
+        if spec.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        self.codec.train()
+        output = self.codec(batch)
+        terms = self.loss(output, batch)
+        extra, extra_logs = self._distillation(batch, output)
+        aux_loss = self.codec.aux_loss()
+        total = terms.loss + extra + aux_loss
+        if not torch.isfinite(total):
+            self.record.setdefault("nonfinite_steps", 0)
+            self.record["nonfinite_steps"] += 1
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if spec.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.main_params, spec.clip_max_norm)
+        self.optimizer.step()
+        self.aux_optimizer.step()
+        self.record["step"] = step + 1
+        self.record["images_seen"] += spec.batch
+        self.ema.update(self.codec, step=step + 1)
+        values = {"loss": terms.loss, "bpp": terms.bpp, "psnr": terms.psnr}
+        return {k: v.detach().item() for k, v in values.items()} | extra_logs
+
+    # -- measuring ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate_crops(self, crops: Tensor, ema: bool = True) -> dict[str, float]:
+        """RD loss, bpp and PSNR on fixed crops (eval mode: rounded latents, float32), of the EMA
+        weights or (``ema=False``) of the raw weights being trained."""
+        codec = self.ema.module if ema else self.codec
+        precision, codec.transform_autocast = codec.transform_autocast, None
+        codec.eval()
+        totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
+        for index in range(crops.shape[0]):
+            x = crops[index : index + 1].to(self.device)
+            terms = self.loss(codec(x, exact=False), x)
+            totals["loss"] += float(terms.loss)
+            totals["bpp"] += float(terms.bpp)
+            totals["mse"] += float(terms.mse)
+        codec.transform_autocast = precision
+        n = crops.shape[0]
+        mse = totals["mse"] / n
+        return {"loss": totals["loss"] / n, "bpp": totals["bpp"] / n, "psnr": 10 * math.log10(1 / max(mse, 1e-12))}
+
+    def export(self, path: Path) -> Path:
+        """Write the EMA weights as a codec checkpoint (coding tables updated), for lic encode."""
+        from lic.checkpoint import save_codec
+        from lic.codecs import create_codec
+
+        codec = create_codec(self.spec.codec)
+        codec.load_state_dict(_float_state(self.ema.module))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_codec(
+            codec, path, lmbda=self.spec.lmbda, metric="mse", steps=self.record["step"],
+            experiment=f"campaign/{self.plan.name}/{self.spec.name}",
+        )
+        return path
+
+    def evaluate_kodak(self, export_path: Path) -> dict[str, float] | None:
+        """Mean bpp and PSNR over the Kodak folder through real bitstreams (not for selection)."""
+        from lic import coding
+        from lic.checkpoint import load_codec
+        from lic.evaluation.metrics import psnr_rgb
+        from lic.imageio import load_image, tensor_to_pixels
+
+        kodak = self.plan.kodak_dir
+        if kodak is None or not kodak.is_dir():
+            return None
+        paths = sorted(p for p in kodak.iterdir() if p.suffix.lower() == ".png")
+        if not paths:
+            return None
+        codec = load_codec(export_path, device=self.device)
+        bpps, psnrs = [], []
+        for path in paths:
+            pixels = load_image(path).pixels
+            x = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255).unsqueeze(0).to(self.device)
+            data = coding.encode(codec, x)
+            decoded = tensor_to_pixels(coding.decode(codec, data))
+            bpps.append(8 * len(data) / (pixels.shape[0] * pixels.shape[1]))
+            psnrs.append(psnr_rgb(pixels, decoded))
+        return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "images": len(paths)}
+
+    # -- saving ---------------------------------------------------------------------------
+
+    def save(self) -> None:
+        weights = {"codec": _float_state(self.codec)}
+        if self.adapters is not None:
+            weights["adapters"] = _float_state(self.adapters)
+        tensors = {
+            "weights.pt": weights,
+            "ema.pt": _ema_payload(_float_state(self.ema.module), weights["codec"]),
+            "optim.pt": {"main": _compact_adam(self.optimizer), "aux": self.aux_optimizer.state_dict()},
+        }
+        save_state(self.run_dir, tensors, self.record)
+
+
+def _add_compute(record: dict[str, Any], device: torch.device, threads: int, seconds: float) -> None:
+    if device.type == "cuda":
+        record["compute"]["gpu_hours"] += seconds / 3600
+    else:
+        record["compute"]["cpu_core_hours"] += seconds * threads / 3600
+
+
+def train_slice(
+    plan: Plan,
+    run: str,
+    seconds: float,
+    device: str = "cpu",
+    threads: int = 1,
+    save_every: float = 300.0,
+    max_steps: int | None = None,
+    evaluate: bool = True,
+    export_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train run ``run`` for about ``seconds`` (or ``max_steps`` more steps), then save and measure.
+
+    The state is saved every ``save_every`` seconds and at the end, and on SIGTERM/SIGINT after
+    the current step. Returns the run's record.
+    """
+    spec = plan.run(run)
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but torch sees no CUDA device")
+    if torch_device.type == "cpu":
+        torch.set_num_threads(threads)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    _Stop.install()
+    started = time.time()
+    trainer = RunTrainer(plan, spec, torch_device, threads)
+    train_paths, held_paths = training_split(plan)
+    images = ResidentImages(train_paths, torch_device)
+    largest = max(side for _, side in spec.crops)
+    if largest > images.min_side():
+        raise UsageError(f"run {run!r} crops {largest} px, more than the smallest training photo ({images.min_side()} px)")
+    setup_seconds = time.time() - started
+    record = trainer.record
+    first_step = record["step"]
+    segment = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **hardware(torch_device, threads),
+        "precision": str(trainer.transform_dtype or "float32").replace("torch.", ""),
+        "from_step": first_step,
+    }
+    if trainer.teacher is not None:
+        segment["teacher_step"] = trainer.teacher_step
+    deadline = started + seconds
+    last_save = time.time()
+    train_seconds = 0.0
+    running: dict[str, float] = {}
+    count = 0
+    log.info("run %s: step %d -> %d, %.0f s, %s", run, first_step, spec.steps, seconds, segment["name"])
+
+    def checkpoint() -> None:
+        nonlocal train_seconds
+        _add_compute(record, torch_device, threads, train_seconds)
+        record["slices_open"] = {**segment, "to_step": record["step"], "train_seconds": train_seconds}
+        trainer.save()
+        _add_compute(record, torch_device, threads, -train_seconds)  # re-added at the end
+
+    while record["step"] < spec.steps and time.time() < deadline and not _Stop.requested:
+        if max_steps is not None and record["step"] - first_step >= max_steps:
+            break
+        tick = time.time()
+        terms = trainer.step(images)
+        if torch_device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.time() - tick
+        if terms is not None:
+            count += 1
+            for key, value in terms.items():
+                running[key] = running.get(key, 0.0) + value
+        if time.time() - last_save > save_every:
+            checkpoint()
+            last_save = time.time()
+
+    _add_compute(record, torch_device, threads, train_seconds)
+    segment |= {"to_step": record["step"], "train_seconds": round(train_seconds, 1), "setup_seconds": round(setup_seconds, 1)}
+    record.pop("slices_open", None)
+    if record["step"] > first_step:
+        record["slices"].append(segment)
+        measured: dict[str, Any] = {
+            "step": record["step"],
+            "images_seen": record["images_seen"],
+            "cpu_core_hours": record["compute"]["cpu_core_hours"],
+            "gpu_hours": record["compute"]["gpu_hours"],
+            "train_running": {k: v / max(count, 1) for k, v in running.items()},
+        }
+        if evaluate:
+            tick = time.time()
+            held = ResidentImages(held_paths)
+            held_crops = held.center_crops(plan.eval_crop, plan.eval_images)
+            measured["heldout"] = trainer.evaluate_crops(held_crops)
+            measured["heldout_raw"] = trainer.evaluate_crops(held_crops, ema=False)  # what the EMA buys
+            measured["train_eval"] = trainer.evaluate_crops(images.center_crops(plan.eval_crop, plan.eval_images))
+            export = trainer.export((export_dir or plan.work_dir) / f"{run}.ckpt")
+            kodak = trainer.evaluate_kodak(export)
+            if kodak is not None:
+                measured["kodak"] = kodak
+            measured["eval_seconds"] = round(time.time() - tick, 1)
+        record["evals"].append(measured)
+    trainer.save()
+    log.info("run %s: saved at step %d", run, record["step"])
+    return record
+
+
+def _photo_paths(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise UsageError(f"training folder not found: {folder}")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"} and not p.name.startswith("."))
+    if not paths:
+        raise UsageError(f"no photos in {folder}")
+    return paths
+
+
+def iter_records(plan: Plan) -> Iterator[tuple[RunSpec, dict[str, Any] | None]]:
+    for spec in plan.runs:
+        yield spec, read_record(plan.run_dir(spec.name))
+
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "Plan",
+    "ResidentImages",
+    "RunSpec",
+    "RunTrainer",
+    "iter_records",
+    "load_ema",
+    "load_plan",
+    "run_progress",
+    "runnable",
+    "split_holdout",
+    "training_split",
+    "train_slice",
+]

@@ -1,0 +1,144 @@
+"""The campaign's learning curves: a JSON of every measurement, a markdown table and a plot.
+
+Everything is read from the runs' ``state.json`` (the measurements each slice recorded), so
+``scripts/campaign.py report`` regenerates ``docs/campaign/`` from the tracked state alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lic.imageio import atomic_output
+from lic.training.campaign import Plan, iter_records
+
+#: The held-out/training gap is called growing when it rose over this many evaluations in a row...
+GAP_WINDOW = 3
+#: ...and is larger than this fraction of the training-set loss.
+GAP_FRACTION = 0.03
+
+
+def overfitting(evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The held-out minus training-set loss over the evaluations, and whether it is growing.
+
+    Both losses come from the same procedure (EMA weights, eval mode, fixed centre crops), one on
+    photos the run never trains on and one on photos it does, so their difference is the
+    generalisation gap. It is *growing* when it rose over the last ``GAP_WINDOW`` evaluations
+    and exceeds ``GAP_FRACTION`` of the training-set loss.
+    """
+    points = [
+        (e["step"], e["heldout"]["loss"] - e["train_eval"]["loss"], e["train_eval"]["loss"])
+        for e in evals
+        if "heldout" in e and "train_eval" in e
+    ]
+    if not points:
+        return {"gaps": [], "growing": False}
+    recent = [gap for _, gap, _ in points[-(GAP_WINDOW + 1):]]
+    rising = len(recent) == GAP_WINDOW + 1 and all(b > a for a, b in zip(recent, recent[1:]))
+    step, gap, train = points[-1]
+    growing = bool(rising and gap > GAP_FRACTION * train)
+    return {"gaps": [[s, g] for s, g, _ in points], "growing": growing, "last_gap": gap, "last_step": step,
+            "last_relative_gap": gap / train if train else math.nan}
+
+
+def collect(plan: Plan) -> dict[str, Any]:
+    runs = {}
+    for spec, record in iter_records(plan):
+        if record is None:
+            runs[spec.name] = {"codec": spec.codec, "lmbda": spec.lmbda, "target": spec.steps, "step": 0, "evals": []}
+            continue
+        runs[spec.name] = {
+            "codec": record["codec"],
+            "lmbda": record["lmbda"],
+            "target": spec.steps,
+            "step": record["step"],
+            "images_seen": record["images_seen"],
+            "compute": record["compute"],
+            "hardware": sorted({s["name"] for s in record["slices"]}),
+            "teacher": spec.teacher,
+            "evals": record["evals"],
+            "overfitting": overfitting(record["evals"]),
+        }
+    return {"plan": plan.name, "runs": runs}
+
+
+def _markdown(data: dict[str, Any]) -> str:
+    lines = [
+        f"# Training campaign `{data['plan']}`: learning curves",
+        "",
+        "Regenerate with `python scripts/campaign.py report` (reads `campaign/<plan>/*/state.json`);",
+        "continue the campaign with `python scripts/campaign.py run --hours H [--device cuda]`.",
+        "Kodak: all 24 images through real bitstreams (bpp from the bytes, PSNR of the 8-bit decode),",
+        "EMA weights; measured for these curves only, never used to select anything.",
+        "Held-out: centre crops of photos held out of the training folder; train: the same on training photos.",
+        "",
+        "| run | codec | λ | steps / target | images seen | CPU core-h | GPU-h | Kodak bpp | Kodak PSNR | held-out loss | train loss | gap |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in data["runs"].items():
+        if not run["evals"]:
+            lines.append(f"| {name} | {run['codec']} | {run['lmbda']} | {run['step']} / {run['target']} | – | – | – | – | – | – | – | not started |")
+            continue
+        kodak = next((e["kodak"] for e in reversed(run["evals"]) if "kodak" in e), {})
+        last = next((e for e in reversed(run["evals"]) if "heldout" in e), {})
+        fit = run["overfitting"]
+        gap = f"{fit['last_relative_gap']:+.1%}{' growing' if fit['growing'] else ''}" if fit["gaps"] else "–"
+        lines.append(
+            f"| {name} | {run['codec']} | {run['lmbda']} | {run['step']} / {run['target']} | {run['images_seen']:,} "
+            f"| {run['compute']['cpu_core_hours']:.2f} | {run['compute']['gpu_hours']:.2f} "
+            f"| {kodak.get('bpp', math.nan):.3f} | {kodak.get('psnr', math.nan):.2f} "
+            f"| {last.get('heldout', {}).get('loss', math.nan):.3f} | {last.get('train_eval', {}).get('loss', math.nan):.3f} | {gap} |"
+        )
+    lines += ["", "Hardware: " + "; ".join(f"{n}: {', '.join(r.get('hardware', [])) or '–'}" for n, r in data["runs"].items()), ""]
+    lines += ["![learning curves](curves.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for name, run in data["runs"].items():
+        kodak = [e for e in run["evals"] if "kodak" in e]
+        held = [e for e in run["evals"] if "heldout" in e]
+        if kodak:
+            seen = [e["images_seen"] / 1e3 for e in kodak]
+            axes[0, 0].plot(seen, [e["kodak"]["psnr"] for e in kodak], marker=".", label=name)
+            axes[0, 1].plot(seen, [e["kodak"]["bpp"] for e in kodak], marker=".", label=name)
+            axes[1, 1].plot([e["kodak"]["bpp"] for e in kodak], [e["kodak"]["psnr"] for e in kodak], marker=".", label=name)
+        if held:
+            seen = [e["images_seen"] / 1e3 for e in held]
+            line = axes[1, 0].plot(seen, [e["heldout"]["loss"] for e in held], marker=".", label=f"{name} held-out")[0]
+            axes[1, 0].plot(seen, [e["train_eval"]["loss"] for e in held], ls="--", color=line.get_color(), label=f"{name} train")
+    axes[0, 0].set(xlabel="training images seen (thousands)", ylabel="Kodak PSNR (dB)", title="quality")
+    axes[0, 1].set(xlabel="training images seen (thousands)", ylabel="Kodak bpp", title="rate")
+    axes[1, 0].set(xlabel="training images seen (thousands)", ylabel="RD loss (λ·255²·MSE + bpp)", title="held-out vs training photos")
+    axes[1, 0].set_yscale("log")
+    axes[1, 1].set(xlabel="Kodak bpp", ylabel="Kodak PSNR (dB)", title="rate–distortion path")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
+    fig.suptitle(f"campaign {data['plan']}: learning curves (real bitstreams on Kodak)")
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_report(plan: Plan, out: Path) -> list[Path]:
+    """Write ``curves.json``, ``README.md`` and ``curves.png`` into ``out``; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = collect(plan)
+    paths = [out / "curves.json", out / "README.md", out / "curves.png"]
+    with atomic_output(paths[0]) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+    with atomic_output(paths[1]) as tmp:
+        tmp.write_text(_markdown(data))
+    _plot(data, paths[2])
+    return paths

@@ -1,0 +1,296 @@
+#!/usr/bin/env python
+"""The training campaign: continue every run of a plan from its saved state, within a time budget.
+
+    python scripts/campaign.py run --hours 2.5                 # CPU: runs side by side, a core each
+    python scripts/campaign.py run --minutes 9 --device cuda   # one GPU command (state <= 16 MiB a file)
+    python scripts/campaign.py status                          # where every run stands
+    python scripts/campaign.py report                          # docs/campaign/: curves, table, plot
+
+The plan is ``recipes/campaign/<plan>.yaml`` (``--plan``, default ``default``); the state lives in
+``campaign/<plan>/`` (``--state-dir``), tracked in git, so a fresh clone continues it. ``run`` gives
+each runnable run (below its target, prerequisites reached) slices of at most ``--slice-minutes``;
+each slice is a worker process that loads the state, trains, saves every ``--save-minutes`` and at
+the end, and measures the run (held-out and training crops, Kodak through real bitstreams). On CPU
+``--jobs`` runs (default: one per core) go side by side with ``--cores / running`` threads each (a run
+alone gets every core); on CUDA every runnable run shares the GPU. SIGTERM or Ctrl-C ends the slices after their
+current step, with state saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _shared_default() -> Path:
+    return Path(os.environ["LIC_SHARED"]) if os.environ.get("LIC_SHARED") else REPO.parent / "shared"
+
+
+def _plan(args: argparse.Namespace):
+    from lic.training.campaign import load_plan
+
+    path = Path(args.plan) if args.plan.endswith(".yaml") else REPO / "recipes" / "campaign" / f"{args.plan}.yaml"
+    return load_plan(path, args.shared, args.state_dir)
+
+
+def _stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lic.training.campaign import run_progress, runnable
+
+    plan = _plan(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("campaign: error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    budget = args.hours * 3600 if args.hours is not None else args.minutes * 60
+    end = time.time() + budget
+    cores = args.cores or os.cpu_count() or 1
+    jobs = args.jobs or (8 if args.device == "cuda" else cores)
+    log_dir = plan.work_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    stopping = False
+
+    def stop(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+        for process, _ in running.values():
+            process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = []
+    print(f"[{_stamp()}] campaign {plan.name}: {budget / 60:.1f} min on {args.device}, up to {jobs} runs side by side", flush=True)
+    while True:
+        for name, (process, started) in list(running.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del running[name]
+            print(f"[{_stamp()}] {name}: slice ended (exit {code}) after {time.time() - started:.0f} s", flush=True)
+            if code != 0:
+                failed.append(name)
+        remaining = end - time.time() - args.margin
+        progress = run_progress(plan)
+        waiting = [s for s in runnable(plan, progress) if s.name not in running and s.name not in failed]
+        waiting.sort(key=lambda s: progress[s.name] / s.steps)  # the run furthest behind first
+        if stopping or remaining < args.min_slice_minutes * 60:
+            waiting = []
+        if not running and not waiting:
+            break
+        free = jobs - len(running)
+        for spec in waiting[:free]:
+            share = max(1, min(jobs, len(running) + len(waiting)))
+            threads = max(1, cores // share) if args.device == "cpu" else 1
+            seconds = min(args.slice_minutes * 60, remaining)
+            command = [
+                sys.executable, str(Path(__file__).resolve()), "--plan", args.plan,
+                "--state-dir", str(args.state_dir), "--shared", str(args.shared), "worker", "--run", spec.name,
+                "--seconds", f"{seconds:.0f}", "--threads", str(threads), "--device", args.device,
+                "--save-minutes", str(args.save_minutes),
+            ]
+            if args.max_steps:
+                command += ["--max-steps", str(args.max_steps)]
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            log = open(log_dir / f"{spec.name}.log", "a")  # noqa: SIM115 - owned by the child
+            running[spec.name] = (
+                subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
+                time.time(),
+            )
+            print(
+                f"[{_stamp()}] {spec.name}: step {progress[spec.name]} of {spec.steps}, slice of "
+                f"{seconds / 60:.1f} min, {threads} thread(s); log {log_dir / (spec.name + '.log')}",
+                flush=True,
+            )
+        time.sleep(args.poll)
+    _print_status(plan)
+    if failed:
+        print(f"campaign: error: runs failed: {', '.join(failed)} (see their logs in {log_dir})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from lic.training.campaign import train_slice
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    plan = _plan(args)
+    record = train_slice(
+        plan, args.run, args.seconds, device=args.device, threads=args.threads,
+        save_every=args.save_minutes * 60, max_steps=args.max_steps, evaluate=not args.no_eval,
+    )
+    last = record["evals"][-1] if record["evals"] else {}
+    print(json.dumps({"run": args.run, "step": record["step"], "last_eval": last}), flush=True)
+    return 0
+
+
+def _print_status(plan) -> None:
+    from lic.training.campaign import iter_records
+
+    print(f"{'run':<18}{'codec':<15}{'lambda':>8}{'step':>8}{'target':>8}{'core-h':>8}{'GPU-h':>7}"
+          f"{'Kodak bpp':>10}{'PSNR':>7}{'held-out':>10}{'train':>8}")
+    for spec, record in iter_records(plan):
+        if record is None:
+            print(f"{spec.name:<18}{spec.codec:<15}{spec.lmbda:>8}{0:>8}{spec.steps:>8}   (not started)")
+            continue
+        measured = [e for e in record["evals"] if "kodak" in e]
+        last = measured[-1] if measured else {}
+        kodak = last.get("kodak", {})
+        held, train = last.get("heldout", {}), last.get("train_eval", {})
+        print(
+            f"{spec.name:<18}{spec.codec:<15}{spec.lmbda:>8}{record['step']:>8}{spec.steps:>8}"
+            f"{record['compute']['cpu_core_hours']:>8.2f}{record['compute']['gpu_hours']:>7.2f}"
+            f"{kodak.get('bpp', float('nan')):>10.3f}{kodak.get('psnr', float('nan')):>7.2f}"
+            f"{held.get('loss', float('nan')):>10.3f}{train.get('loss', float('nan')):>8.3f}"
+        )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print_status(_plan(args))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lic.training.campaign_report import write_report
+
+    plan = _plan(args)
+    out = Path(args.output)
+    written = write_report(plan, out)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _tree_bytes() -> int:
+    """Bytes of what a device command sends: tracked files and untracked files git does not ignore."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.split(b"\0")
+    return sum((REPO / name.decode()).stat().st_size for name in listed if name and (REPO / name.decode()).is_file())
+
+
+def cmd_gpu_pack(args: argparse.Namespace) -> int:
+    """Copy a shard of the training photos (plus all held-out ones) that fits a device command.
+
+    A device command sends the working tree and its carried folders, 64 MiB in all; with the
+    campaign state in the tree, the 108 MB training folder cannot travel whole. Each pack holds
+    the held-out photos and the next shard of training photos (shards rotate with the number of
+    GPU slices already recorded), so successive GPU commands cover the whole set.
+    """
+    import shutil
+
+    from lic.training.campaign import iter_records, manifest_names, training_split
+
+    plan = _plan(args)
+    train, held = training_split(plan)
+    budget = int(args.mib * 2**20) - _tree_bytes() - _folder_bytes(REPO / ".whl")
+    held_bytes = sum(p.stat().st_size for p in held)
+    if budget - held_bytes < 10 * 2**20:
+        print(f"campaign: error: only {budget / 2**20:.1f} MiB left beside the working tree for photos", file=sys.stderr)
+        return 1
+    shards, current, size = [], [], held_bytes
+    for path in train:
+        if current and size + path.stat().st_size > budget:
+            shards.append(current)
+            current, size = [], held_bytes
+        current.append(path)
+        size += path.stat().st_size
+    shards.append(current)
+    gpu_slices = sum(1 for _, record in iter_records(plan) if record for s in record["slices"] if s["device"] == "cuda")
+    index = args.shard if args.shard is not None else gpu_slices % len(shards)
+    out = Path(args.output)
+    target = out / "datasets" / "train"
+    if out.exists():
+        shutil.rmtree(out)
+    target.mkdir(parents=True)
+    for path in [*held, *shards[index]]:
+        shutil.copy(path, target / path.name)
+    if manifest_names(plan.train_dir) is not None:  # the shard holds out the same photos
+        shutil.copy(plan.train_dir / "MANIFEST.tsv", target / "MANIFEST.tsv")
+    (out / "PACK.json").write_text(json.dumps({
+        "shard": index, "shards": len(shards), "train_photos": len(shards[index]), "heldout_photos": len(held),
+        "bytes": _folder_bytes(out),
+    }, indent=1) + "\n")
+    print(f"{out}: shard {index + 1} of {len(shards)}: {len(shards[index])} training + {len(held)} held-out photos, "
+          f"{_folder_bytes(out) / 2**20:.1f} MiB (the working tree is {_tree_bytes() / 2**20:.1f} MiB)")
+    return 0
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", default="default", help="recipes/campaign/<plan>.yaml, or a path to a plan")
+    parser.add_argument("--state-dir", type=Path, default=REPO / "campaign", help="where run states live")
+    parser.add_argument("--shared", type=Path, default=_shared_default(), help="shared material ($LIC_SHARED, ../shared)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="continue the plan within a time budget")
+    budget = run.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--hours", type=float)
+    budget.add_argument("--minutes", type=float)
+    run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    run.add_argument("--jobs", type=int, default=0,
+                     help="runs side by side (default: one per CPU core, which measured faster than "
+                          "giving one run every core; on CUDA: all)")
+    run.add_argument("--cores", type=int, default=0, help="CPU cores to use (default: all)")
+    run.add_argument("--slice-minutes", type=float, default=20.0, help="longest slice of one run")
+    run.add_argument("--min-slice-minutes", type=float, default=1.0, help="do not start a shorter slice")
+    run.add_argument("--save-minutes", type=float, default=5.0, help="save state at least this often")
+    run.add_argument("--margin", type=float, default=90.0, help="seconds kept for the final save and evaluation")
+    run.add_argument("--max-steps", type=int, default=0, help="at most this many steps per slice (tests)")
+    run.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser("worker", help="one slice of one run, in this process")
+    worker.add_argument("--run", required=True)
+    worker.add_argument("--seconds", type=float, required=True)
+    worker.add_argument("--threads", type=int, default=1)
+    worker.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    worker.add_argument("--save-minutes", type=float, default=5.0)
+    worker.add_argument("--max-steps", type=int, default=None)
+    worker.add_argument("--no-eval", action="store_true")
+    worker.set_defaults(func=cmd_worker)
+
+    status = sub.add_parser("status", help="steps, compute and last measurements of every run")
+    status.set_defaults(func=cmd_status)
+
+    report = sub.add_parser("report", help="learning curves, table and plot")
+    report.add_argument("-o", "--output", default=str(REPO / "docs" / "campaign"))
+    report.set_defaults(func=cmd_report)
+
+    pack = sub.add_parser("gpu-pack", help="a shard of the training photos that fits a device command")
+    pack.add_argument("-o", "--output", default=str(REPO / ".gpu-data"), help="git-ignored folder to carry")
+    pack.add_argument("--mib", type=float, default=62.0, help="what the device command may send in all")
+    pack.add_argument("--shard", type=int, default=None, help="which shard (default: the next in turn)")
+    pack.set_defaults(func=cmd_gpu_pack)
+
+    args = parser.parse_args(argv)
+    from lic.errors import LicError
+
+    try:
+        return args.func(args)
+    except LicError as exc:
+        print(f"campaign: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Speed of one campaign training step under each option: precision, layout, threads, runs side by side.
+
+    python scripts/step_speed.py [--codecs student-small,teacher-small] [--crop 128] [--batch 8]
+                                 [--steps 12] [--device cpu|cuda] [--compile]
+                                 [-o docs/campaign/step-speed-cpu.json]
+
+Every measurement is a fresh process that builds the campaign's own :class:`RunTrainer` (the
+step the campaign runs: resident crops, RD + aux loss, backward, clipping, both optimizers, EMA
+update) and times ``--steps`` steps after 3 warm-up steps (median step time). Variants:
+
+- ``fp32``, ``cl`` (channels-last), ``bf16`` (bf16 autocast of the transforms; entropy model in
+  float32), ``bf16+cl``; with ``--compile`` also ``bf16+cl+compile`` (``torch.compile`` of the
+  codec's transforms);
+- on CPU: each codec alone with 1 and 2 threads, and pairs of single-thread runs side by side
+  (``teacher-small + student-small``, ``student-small + student-small``), which is the choice
+  the campaign's ``--jobs`` makes;
+- the data path: a batch cut from resident crops against a batch decoded from PNGs each time
+  (the Lightning ``ImageFolder`` without its cache).
+
+Prints a table and writes JSON. A quiet machine gives the figures: stop the campaign first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _shared() -> Path:
+    return Path(os.environ["LIC_SHARED"]) if os.environ.get("LIC_SHARED") else REPO.parent / "shared"
+
+
+def measure_one(codec: str, variant: str, threads: int, crop: int, batch: int, steps: int, device: str) -> dict:
+    """Time the campaign step in this process."""
+    import torch
+
+    from lic.training.campaign import Plan, ResidentImages, RunSpec, RunTrainer, training_split
+
+    torch.set_num_threads(threads)
+    parts = set(variant.split("+"))
+    spec = RunSpec(
+        name="speed", codec=codec, lmbda=0.013, steps=10**9, batch=batch, crops=((0, crop),),
+        precision="bf16" if "bf16" in parts else "fp32", channels_last="cl" in parts, warmup=1,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = Plan(name="speed", runs=(spec,), train_dir=_shared() / "datasets" / "train", state_dir=Path(tmp))
+        trainer = RunTrainer(plan, spec, torch.device(device), threads)
+        if "compile" in parts:  # each transform stage (the codec taps features between them)
+            for transform in (trainer.codec.g_a, trainer.codec.g_s):
+                for index in range(len(transform)):
+                    transform[index] = torch.compile(transform[index])
+        train, _ = training_split(plan)
+        images = ResidentImages(train[:64], torch.device(device))
+        durations = []
+        for index in range(3 + steps):
+            tick = time.perf_counter()
+            trainer.step(images)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if index >= 3:
+                durations.append(time.perf_counter() - tick)
+    seconds = statistics.median(durations)
+    return {"codec": codec, "variant": variant, "threads": threads, "seconds_per_step": seconds, "images_per_s": batch / seconds}
+
+
+def data_path(crop: int, batch: int, batches: int = 10) -> dict:
+    """Seconds per batch: resident crops against PNG decoding per sample."""
+    import torch
+
+    from lic.training.campaign import Plan, ResidentImages, training_split
+    from lic.training.data import ImageFolder
+
+    torch.set_num_threads(1)
+    train, _ = training_split(Plan(name="speed", runs=(), train_dir=_shared() / "datasets" / "train"))
+    resident = ResidentImages(train)
+    generator = torch.Generator().manual_seed(0)
+    tick = time.perf_counter()
+    for _ in range(batches):
+        resident.sample(batch, crop, generator)
+    resident_s = (time.perf_counter() - tick) / batches
+    folder = ImageFolder(_shared() / "datasets" / "train", crop)
+    tick = time.perf_counter()
+    for b in range(batches):
+        torch.stack([folder[(b * batch + i) % len(folder)] for i in range(batch)])
+    decoded_s = (time.perf_counter() - tick) / batches
+    return {"resident_seconds_per_batch": resident_s, "png_decode_seconds_per_batch": decoded_s}
+
+
+def _child(args: argparse.Namespace, codec: str, variant: str, threads: int) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--child", f"{codec}:{variant}:{threads}", "--crop", str(args.crop),
+               "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def _result(process: subprocess.Popen) -> dict:
+    out, _ = process.communicate()
+    if process.returncode:
+        raise SystemExit(f"step_speed: a measurement failed (exit {process.returncode})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--codecs", default="student-small,teacher-small")
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile of the transforms")
+    parser.add_argument("-o", "--output", type=Path)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        codec, variant, threads = args.child.split(":")
+        print(json.dumps(measure_one(codec, variant, int(threads), args.crop, args.batch, args.steps, args.device)))
+        return
+
+    import torch
+
+    from lic.training.campaign import cpu_name
+
+    codecs = args.codecs.split(",")
+    variants = ["fp32", "cl", "bf16", "bf16+cl"] + (["bf16+cl+compile"] if args.compile else [])
+    thread_counts = [1, 2] if args.device == "cpu" else [1]
+    rows = []
+    print(f"{'codec':<16}{'variant':<18}{'threads':>8}{'ms/step':>10}{'images/s':>10}", flush=True)
+    for codec in codecs:
+        for variant in variants:
+            for threads in thread_counts if variant == "bf16+cl" else thread_counts[:1]:
+                row = _result(_child(args, codec, variant, threads))
+                rows.append(row)
+                print(f"{codec:<16}{variant:<18}{threads:>8}{row['seconds_per_step'] * 1e3:>10.0f}{row['images_per_s']:>10.1f}", flush=True)
+    pairs = []
+    if args.device == "cpu" and len(codecs) >= 1:
+        combos = [(codecs[0], codecs[0])] + ([(codecs[1], codecs[0])] if len(codecs) > 1 else [])
+        for first, second in combos:
+            processes = [_child(args, first, "bf16+cl", 1), _child(args, second, "bf16+cl", 1)]
+            results = [_result(p) for p in processes]
+            pairs.append({"runs": [first, second], "variant": "bf16+cl", "threads_each": 1,
+                          "seconds_per_step": [r["seconds_per_step"] for r in results]})
+            print(f"side by side {first} + {second}: "
+                  + ", ".join(f"{r['codec']} {r['seconds_per_step'] * 1e3:.0f} ms/step" for r in results), flush=True)
+    data = data_path(args.crop, args.batch) if args.device == "cpu" else None
+    if data:
+        print(f"data: resident crops {data['resident_seconds_per_batch'] * 1e3:.1f} ms/batch, "
+              f"PNG decoding {data['png_decode_seconds_per_batch'] * 1e3:.1f} ms/batch", flush=True)
+    report = {
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "crop": args.crop,
+        "batch": args.batch,
+        "timed_steps": args.steps,
+        "alone": rows,
+        "side_by_side": pairs,
+        "data": data,
+    }
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"saved {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""The training campaign: plans, resumable state, the time budget, FEDS runs and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lic.errors import UsageError
+from lic.training import campaign as cp
+from lic.training.campaign_report import overfitting, write_report
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "campaign.py"
+
+PLAN = """
+name: t
+data:
+  train_dir: "{shared}/photos"
+  holdout_every: 4
+  eval_crop: 64
+  eval_images: 3
+  kodak_dir: "{shared}/kodak"
+defaults:
+  lmbda: 0.013
+  batch: 2
+  warmup: 4
+  precision: fp32
+runs:
+  teacher:
+    codec: teacher-tiny
+    steps: 3
+    lr: 1.0e-3
+    crops: [[0, 64]]
+  scratch:
+    codec: student-tiny
+    steps: 100000
+    crops: [[0, 64], [6, 96]]
+  feds:
+    codec: student-tiny
+    steps: 4
+    teacher: teacher
+    after: {teacher: 3}
+    crops: [[0, 64]]
+    phases:
+      - {name: feature, steps: 2, feature_weight: 1.0}
+      - {name: channel, steps: 1, channel_weight: 1.0}
+      - {name: finetune, steps: 1}
+"""
+
+
+@pytest.fixture()
+def setup(tmp_path: Path, image_folder: Path) -> tuple[Path, Path, Path]:
+    """A shared folder (photos, a two-image 'kodak'), a plan file and a state folder."""
+    shared = tmp_path / "shared"
+    (shared / "photos").mkdir(parents=True)
+    (shared / "kodak").mkdir()
+    photos = sorted(p for p in image_folder.iterdir() if p.is_file())
+    for photo in photos:
+        shutil.copy(photo, shared / "photos" / photo.name)
+    for photo in [p for p in photos if p.suffix == ".png"][:2]:
+        shutil.copy(photo, shared / "kodak" / photo.name)
+    plan = tmp_path / "t.yaml"
+    plan.write_text(PLAN)
+    return plan, shared, tmp_path / "state"
+
+
+def _load(setup_paths) -> cp.Plan:
+    plan, shared, state = setup_paths
+    return cp.load_plan(plan, shared, state)
+
+
+def test_plan_schedules() -> None:
+    spec = cp.RunSpec("r", "student-tiny", 0.01, 100, lr=1e-3, warmup=10, decay_from=80, crops=((0, 64), (50, 128)))
+    assert spec.lr_at(0) == pytest.approx(1e-5)
+    assert spec.lr_at(5) < spec.lr_at(9) < spec.lr_at(10) == pytest.approx(1e-3)
+    assert spec.lr_at(79) == pytest.approx(1e-3) and spec.lr_at(80) == pytest.approx(1e-4)
+    assert [spec.crop_at(s) for s in (0, 49, 50, 99)] == [64, 64, 128, 128]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("lr: 1.0e-3", "lr: 1.0e-3\n    colour: red"), "unknown keys"),
+        (("codec: teacher-tiny", "codec: no-such-codec"), "unknown codec"),
+        (("after: {teacher: 3}", "after: {nobody: 3}"), "unknown run"),
+        (("after: {teacher: 3}", "after: {}"), "list it in `after`"),
+        (("    phases:\n", "    unused:\n"), "unknown keys"),
+    ],
+)
+def test_bad_plans_are_refused(setup, edit, message) -> None:
+    plan, shared, state = setup
+    plan.write_text(PLAN.replace(*edit))
+    with pytest.raises(UsageError, match=message):
+        cp.load_plan(plan, shared, state)
+
+
+def test_holdout_split_is_disjoint_and_stable(tmp_path: Path) -> None:
+    paths = [tmp_path / f"p{i:02d}.png" for i in range(41)]
+    train, held = cp.split_holdout(list(reversed(paths)), 20)
+    assert held == [paths[0], paths[20], paths[40]]
+    assert not set(train) & set(held) and len(train) + len(held) == 41
+    # a folder with part of the photos (a GPU shard) holds out the same names as the whole set
+    shard = [paths[i] for i in (1, 2, 20, 21, 40)]
+    train, held = cp.split_holdout(shard, 20, universe=[p.name for p in paths])
+    assert held == [paths[20], paths[40]] and train == [paths[1], paths[2], paths[21]]
+
+
+def test_resident_images_crops(image_folder: Path) -> None:
+    images = cp.ResidentImages(sorted(p for p in image_folder.iterdir() if p.is_file()))
+    a = images.sample(4, 64, torch.Generator().manual_seed(3))
+    b = images.sample(4, 64, torch.Generator().manual_seed(3))
+    assert a.shape == (4, 3, 64, 64) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b)
+    with pytest.raises(UsageError, match="larger than the smallest"):
+        images.sample(1, 512, torch.Generator())
+    fixed = images.center_crops(64, 3)
+    assert fixed.shape == (3, 3, 64, 64) and torch.equal(fixed, images.center_crops(64, 3))
+
+
+def test_slices_accumulate_and_resume(setup) -> None:
+    plan = _load(setup)
+    first = cp.train_slice(plan, "scratch", seconds=120, max_steps=3)
+    run_dir = plan.run_dir("scratch")
+    weights_after_first = cp.load_tensors(run_dir, "weights.pt")["codec"]
+    assert first["step"] == 3 and first["images_seen"] == 6
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(cp.STATE_FILES)
+    assert all(p.stat().st_size <= cp.MAX_FILE_BYTES for p in run_dir.iterdir())
+    evaluation = first["evals"][-1]
+    assert {"heldout", "train_eval", "kodak", "train_running"} <= set(evaluation)
+    assert evaluation["kodak"]["images"] == 2 and evaluation["kodak"]["bpp"] > 0
+
+    second = cp.train_slice(plan, "scratch", seconds=120, max_steps=3, evaluate=False)
+    assert second["step"] == 6 and second["images_seen"] == 12
+    assert [(s["from_step"], s["to_step"]) for s in second["slices"]] == [(0, 3), (3, 6)]
+    assert second["compute"]["cpu_core_hours"] > first["compute"]["cpu_core_hours"] > 0
+    assert second["slices"][-1]["device"] == "cpu" and second["slices"][-1]["threads"] == 1
+    # the second slice started from the saved weights and optimizer, not from scratch
+    optim = cp.load_tensors(run_dir, "optim.pt")
+    assert {entry["step"] for entry in optim["main"]["state"].values()} == {6.0}
+    weights = cp.load_tensors(run_dir, "weights.pt")["codec"]
+    assert any(not torch.equal(weights[k], weights_after_first[k]) for k in weights)
+    # files were replaced, not piled up
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["scratch"]
+    assert second["slices"][-1]["to_step"] == 6
+    third = cp.train_slice(plan, "scratch", seconds=120, max_steps=1, evaluate=False)
+    assert third["step"] == 7  # step 6 trained on 96 px crops (the crop schedule)
+
+
+def test_crops_larger_than_the_photos_are_refused_before_training(setup) -> None:
+    plan_path, shared, state = setup
+    plan_path.write_text(PLAN.replace("[[0, 64], [6, 96]]", "[[0, 64], [6, 128]]"))
+    plan = cp.load_plan(plan_path, shared, state)
+    with pytest.raises(UsageError, match="crops 128 px, more than the smallest training photo"):
+        cp.train_slice(plan, "scratch", seconds=120, max_steps=1)
+    assert cp.read_record(plan.run_dir("scratch")) is None
+
+
+def test_interrupted_swap_is_repaired(setup) -> None:
+    plan = _load(setup)
+    cp.train_slice(plan, "teacher", seconds=120, max_steps=1, evaluate=False)
+    run_dir = plan.run_dir("teacher")
+    # killed between the two renames: only the old folder and a staging folder exist
+    run_dir.rename(run_dir.with_name("teacher.old"))
+    staging = run_dir.with_name(".teacher.next-999")
+    staging.mkdir()
+    (staging / "weights.pt").write_bytes(b"partial")
+    record = cp.read_record(run_dir)  # readers find the old state and change nothing
+    assert record is not None and record["step"] == 1
+    assert not run_dir.exists()
+    # the next slice (the run's writer) puts it back and clears the staging folder
+    record = cp.train_slice(plan, "teacher", seconds=120, max_steps=1, evaluate=False)
+    assert record["step"] == 2
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["teacher"]
+
+
+def test_feds_run_waits_for_and_distils_from_its_teacher(setup) -> None:
+    plan = _load(setup)
+    assert [s.name for s in cp.runnable(plan)] == ["teacher", "scratch"]
+    cp.train_slice(plan, "teacher", seconds=120, evaluate=False)
+    assert [s.name for s in cp.runnable(plan)] == ["scratch", "feds"]
+    record = cp.train_slice(plan, "feds", seconds=120, evaluate=False)
+    assert record["step"] == 4 and record["slices"][-1]["teacher_step"] == 3
+    weights = cp.load_tensors(plan.run_dir("feds"), "weights.pt")
+    assert "adapters" in weights and weights["adapters"]
+    assert [s.name for s in cp.runnable(plan)] == ["scratch"]
+
+
+def test_a_codec_change_is_refused(setup) -> None:
+    plan_path, shared, state = setup
+    cp.train_slice(cp.load_plan(plan_path, shared, state), "teacher", seconds=60, max_steps=1, evaluate=False)
+    plan_path.write_text(PLAN.replace("codec: teacher-tiny", "codec: student-tiny"))
+    with pytest.raises(UsageError, match="was trained as teacher-tiny"):
+        cp.train_slice(cp.load_plan(plan_path, shared, state), "teacher", seconds=60, max_steps=1)
+
+
+def test_transform_autocast_keeps_the_entropy_model_in_float32() -> None:
+    import lic
+
+    torch.manual_seed(0)
+    codec = lic.create_codec("student-tiny").train()
+    x = torch.rand(2, 3, 64, 64)
+    reference = codec(x)
+    codec.transform_autocast = torch.bfloat16
+    out = codec(x)
+    assert out.x_hat.dtype == torch.float32 and out.features["y"].dtype == torch.float32
+    assert all(v.dtype == torch.float32 for v in out.likelihoods.values())
+    assert out.features["g_a.0"].dtype == torch.bfloat16  # the transforms did run in bf16
+    assert torch.allclose(out.x_hat, reference.x_hat, atol=0.05)
+
+
+def test_overfitting_is_flagged_when_the_gap_grows() -> None:
+    def evals(gaps):
+        return [{"step": i, "heldout": {"loss": 1.0 + g}, "train_eval": {"loss": 1.0}} for i, g in enumerate(gaps)]
+
+    assert not overfitting(evals([0.01, 0.0, 0.02, 0.01]))["growing"]
+    assert not overfitting(evals([0.001, 0.002, 0.003, 0.004]))["growing"]  # rising but tiny
+    assert overfitting(evals([0.01, 0.04, 0.06, 0.09]))["growing"]
+    assert overfitting([])["gaps"] == []
+
+
+def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
+    plan = _load(setup)
+    cp.train_slice(plan, "scratch", seconds=60, max_steps=2)
+    paths = write_report(plan, tmp_path / "report")
+    data = json.loads(paths[0].read_text())
+    assert data["runs"]["scratch"]["evals"][0]["kodak"]["images"] == 2
+    assert data["runs"]["feds"]["step"] == 0
+    table = paths[1].read_text()
+    assert "| scratch | student-tiny |" in table and "not started" in table
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _script(setup_paths, *args: str, **kwargs) -> subprocess.Popen:
+    plan, shared, state = setup_paths
+    command = [sys.executable, str(SCRIPT), "--plan", str(plan), "--shared", str(shared), "--state-dir", str(state), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, **kwargs)
+
+
+def test_the_campaign_stops_at_its_budget_with_state_saved(setup) -> None:
+    plan = _load(setup)
+    started = time.time()
+    process = _script(setup, "run", "--minutes", "0.75", "--margin", "0", "--min-slice-minutes", "0.05",
+                      "--poll", "0.2", "--jobs", "2", "--cores", "2")
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err
+    progress = cp.run_progress(plan)
+    assert progress["teacher"] == 3  # reached its target
+    assert 0 < progress["scratch"] < 100000
+    assert "scratch" in out and "teacher" in out
+    # the slices stopped at the budget (plus start-up, the final evaluation and saving)
+    assert time.time() - started < 45 + 90
+
+
+def test_sigterm_ends_a_slice_with_its_state_saved(setup, tmp_path: Path) -> None:
+    plan, shared, state = setup
+    log = tmp_path / "worker.log"
+    command = [sys.executable, str(SCRIPT), "--plan", str(plan), "--shared", str(shared), "--state-dir", str(state),
+               "worker", "--run", "scratch", "--seconds", "300", "--no-eval"]
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=handle, text=True, cwd=REPO)
+        deadline = time.time() + 120
+        while time.time() < deadline and "run scratch: step 0" not in log.read_text() and process.poll() is None:
+            time.sleep(0.2)
+        time.sleep(2)  # some steps
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, log.read_text()
+    record = cp.read_record(cp.load_plan(plan, shared, state).run_dir("scratch"))
+    assert record is not None and record["step"] > 0
+    assert json.loads(out.strip().splitlines()[-1])["step"] == record["step"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_cuda_is_a_one_line_error(setup) -> None:
+    process = _script(setup, "run", "--minutes", "1", "--device", "cuda")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert err.strip().count("\n") == 0 and "no CUDA device" in err
+
+
+def test_the_shipped_plan_loads(tmp_path: Path) -> None:
+    plan = cp.load_plan(REPO / "recipes" / "campaign" / "default.yaml", tmp_path, tmp_path / "state")
+    names = [r.name for r in plan.runs]
+    assert {"teacher", "student-scratch", "student-feds"} <= set(names)
+    teacher, scratch = plan.run("teacher"), plan.run("student-scratch")
+    assert teacher.steps >= 3 * scratch.steps  # the teacher gets the larger share
+    assert plan.run("student-feds").after == {"teacher": teacher.steps}
+    assert os.fspath(plan.train_dir).startswith(os.fspath(tmp_path))
+
+
+def test_the_ema_is_stored_as_a_small_bf16_difference(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    weights = {"w": torch.randn(64, 64), "steps": torch.tensor([3])}
+    ema = {"w": weights["w"] + 1e-3 * torch.randn(64, 64), "steps": torch.tensor([3])}
+    torch.save({"codec": weights}, tmp_path / "weights.pt")
+    torch.save(cp._ema_payload(ema, weights), tmp_path / "ema.pt")
+    restored = cp.load_ema(tmp_path)
+    assert torch.equal(restored["steps"], ema["steps"])
+    error = (restored["w"] - ema["w"]).abs().max()
+    assert 0 < error < 1e-5  # bf16 rounding of a 1e-3 difference, not of the weights
+    assert (tmp_path / "ema.pt").stat().st_size < 0.6 * (tmp_path / "weights.pt").stat().st_size
