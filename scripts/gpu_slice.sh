@@ -11,9 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-if ! "$python" -c "import compressai, omegaconf, hydra, pytorch_msssim" 2>/dev/null; then
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if ! "$python" -c "import lic, compressai, omegaconf, hydra, pytorch_msssim" 2>/dev/null; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
 export PYTHONUNBUFFERED=1
 state=${STATE:-campaign}
