@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     stopping = False
 
-    def stop(signum, frame):  # noqa: ARG001
+    def stop(signum, frame):
         nonlocal stopping
         stopping = True
         for process, _ in running.values():

@@ -170,8 +170,11 @@ def main() -> None:
         "data": data,
     }
     if args.output:
+        from lic.imageio import atomic_output
+
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        with atomic_output(args.output) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
         print(f"saved {args.output}")
 
 

@@ -47,9 +47,10 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -244,7 +245,7 @@ def manifest_names(folder: Path) -> list[str] | None:
     return [row.split("\t", 1)[0] for row in rows if row.strip()]
 
 
-def training_split(plan: "Plan") -> tuple[list[Path], list[Path]]:
+def training_split(plan: Plan) -> tuple[list[Path], list[Path]]:
     """The plan's training and held-out photos."""
     return split_holdout(_photo_paths(plan.train_dir), plan.holdout_every, manifest_names(plan.train_dir))
 
@@ -481,7 +482,7 @@ class _Stop:
 
     @classmethod
     def install(cls) -> None:
-        def handler(signum, frame):  # noqa: ARG001
+        def handler(signum, frame):
             cls.requested = True
 
         signal.signal(signal.SIGTERM, handler)
@@ -553,7 +554,12 @@ class RunTrainer:
 
     def _setup_distillation(self) -> None:
         from lic.codecs import create_codec
-        from lic.distill import EntropyWeightedChannelLoss, FeatureAdapters, FeatureAlignmentLoss, PhaseSchedule
+        from lic.distill import (
+            EntropyWeightedChannelLoss,
+            FeatureAdapters,
+            FeatureAlignmentLoss,
+            PhaseSchedule,
+        )
 
         spec = self.spec
         teacher_dir = self.plan.run_dir(spec.teacher)
@@ -590,7 +596,7 @@ class RunTrainer:
         )
         return total, {k: v.detach().item() for k, v in terms.items()}
 
-    def step(self, images: "ResidentImages") -> dict[str, float] | None:
+    def step(self, images: ResidentImages) -> dict[str, float] | None:
         """One training step; returns its terms, or None if the loss was not finite (skipped)."""
         spec, step = self.spec, self.record["step"]
         for group in self.optimizer.param_groups:
@@ -832,6 +838,6 @@ __all__ = [
     "run_progress",
     "runnable",
     "split_holdout",
-    "training_split",
     "train_slice",
+    "training_split",
 ]

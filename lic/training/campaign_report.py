@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def overfitting(evals: list[dict[str, Any]]) -> dict[str, Any]:
     if not points:
         return {"gaps": [], "growing": False}
     recent = [gap for _, gap, _ in points[-(GAP_WINDOW + 1):]]
-    rising = len(recent) == GAP_WINDOW + 1 and all(b > a for a, b in zip(recent, recent[1:]))
+    rising = len(recent) == GAP_WINDOW + 1 and all(b > a for a, b in pairwise(recent))
     step, gap, train = points[-1]
     growing = bool(rising and gap > GAP_FRACTION * train)
     return {"gaps": [[s, g] for s, g, _ in points], "growing": growing, "last_gap": gap, "last_step": step,
