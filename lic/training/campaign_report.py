@@ -65,6 +65,14 @@ def collect(plan: Plan) -> dict[str, Any]:
     return {"plan": plan.name, "runs": runs}
 
 
+#: Stretches of compute shorter than this are merged into the next one in the gain table.
+MIN_STRETCH_HOURS = 0.02
+
+
+def _hours(measurement: dict[str, Any]) -> float:
+    return measurement["cpu_core_hours"] + measurement["gpu_hours"]
+
+
 def _markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# Training campaign `{data['plan']}`: learning curves",
@@ -92,6 +100,31 @@ def _markdown(data: dict[str, Any]) -> str:
             f"| {kodak.get('bpp', math.nan):.3f} | {kodak.get('psnr', math.nan):.2f} "
             f"| {last.get('heldout', {}).get('loss', math.nan):.3f} | {last.get('train_eval', {}).get('loss', math.nan):.3f} | {gap} |"
         )
+    lines += [
+        "",
+        "What each stretch of compute bought (consecutive Kodak measurements; compute is CPU core-hours",
+        "plus GPU-hours, so compare rows of the same hardware):",
+        "",
+        "| run | steps | compute (h) | Kodak PSNR | Kodak bpp | held-out loss | dB per compute-hour |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in data["runs"].items():
+        measured: list[dict[str, Any]] = []
+        for point in (e for e in run["evals"] if "kodak" in e):
+            if measured and _hours(point) - _hours(measured[-1]) < MIN_STRETCH_HOURS:
+                measured[-1] = point  # a slice cut short: merged with the stretch before
+            else:
+                measured.append(point)
+        for before, after in pairwise(measured):
+            hours = _hours(after) - _hours(before)
+            gain = after["kodak"]["psnr"] - before["kodak"]["psnr"]
+            held = (f"{before['heldout']['loss']:.3f} → {after['heldout']['loss']:.3f}"
+                    if "heldout" in before and "heldout" in after else "–")
+            lines.append(
+                f"| {name} | {before['step']} → {after['step']} | {hours:.2f} "
+                f"| {before['kodak']['psnr']:.2f} → {after['kodak']['psnr']:.2f} "
+                f"| {before['kodak']['bpp']:.3f} → {after['kodak']['bpp']:.3f} | {held} | {gain / hours:+.2f} |"
+            )
     lines += ["", "Hardware: " + "; ".join(f"{n}: {', '.join(r.get('hardware', [])) or '–'}" for n, r in data["runs"].items()), ""]
     lines += ["![learning curves](curves.png)", ""]
     return "\n".join(lines)

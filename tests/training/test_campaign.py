@@ -230,12 +230,17 @@ def test_overfitting_is_flagged_when_the_gap_grows() -> None:
 def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
     plan = _load(setup)
     cp.train_slice(plan, "scratch", seconds=60, max_steps=2)
+    record = cp.train_slice(plan, "scratch", seconds=60, max_steps=2)
+    for evaluation in record["evals"]:  # as if each slice had been long: one stretch per slice
+        evaluation["cpu_core_hours"] *= 1e5
+    cp.save_state(plan.run_dir("scratch"), {}, record)
     paths = write_report(plan, tmp_path / "report")
     data = json.loads(paths[0].read_text())
     assert data["runs"]["scratch"]["evals"][0]["kodak"]["images"] == 2
     assert data["runs"]["feds"]["step"] == 0
     table = paths[1].read_text()
     assert "| scratch | student-tiny |" in table and "not started" in table
+    assert "| scratch | 2 → 4 |" in table  # what the second slice's compute bought
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
