@@ -815,7 +815,9 @@ def train_slice(
 def _photo_paths(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise UsageError(f"training folder not found: {folder}")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"} and not p.name.startswith("."))
+    from lic.training.data import IMAGE_SUFFIXES  # the training data's one list of suffixes
+
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not paths:
         raise UsageError(f"no photos in {folder}")
     return paths
