@@ -1,5 +1,5 @@
 # From a fresh clone:  make demo  (install, then code sample photos with the default codec)
-#                      make test  (install, then run the test suite)
+#                      make test  (install, lint with ruff, then run the test suite)
 # On a CUDA machine:        make install TORCH_INDEX=https://download.pytorch.org/whl/cu130
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Optional PyTorch wheel index (CUDA builds); empty means the default (CPU here).
 TORCH_INDEX ?=
 
-.PHONY: install demo test clean
+.PHONY: install demo lint test clean
 
 $(BIN)/lic: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ install: $(BIN)/lic
 demo: install
 	$(BIN)/lic demo
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest
 
 clean:

@@ -35,10 +35,25 @@ MAGIC = b"\x89LIC"
 #: 2: entropy parameters in fixed point (lic.codecs.exact); version-1 files used float ones
 #: and cannot be decoded reliably by this decoder, so they are refused by version.
 FORMAT_VERSION = 2
+#: Bytes of the weights fingerprint (a sha256, :func:`lic.checkpoint.weights_fingerprint`) that a
+#: file carries, and so that identify weights wherever they are shown.
 FINGERPRINT_SIZE = 8
-_METRICS = {None: 0, "mse": 1, "ms-ssim": 2}
+#: The distortions a codec is trained for (``RateDistortionLoss``, checkpoint metadata). A file
+#: codes them by position from 1 (0: unknown), so append to this tuple, never reorder it.
+METRICS = ("mse", "ms-ssim")
+_METRICS = {None: 0, **{name: code for code, name in enumerate(METRICS, start=1)}}
 _METRIC_NAMES = {code: name for name, code in _METRICS.items()}
 _MIN_SIZE = 4 + 1 + 1 + 1 + 4 + FINGERPRINT_SIZE + 1 + 2 + 8 + 8 + 1 + 4
+
+
+def fingerprint_prefix(fingerprint: str) -> bytes:
+    """The first :data:`FINGERPRINT_SIZE` bytes of a hex weights fingerprint (what files carry)."""
+    return bytes.fromhex(fingerprint)[:FINGERPRINT_SIZE]
+
+
+def short_fingerprint(fingerprint: str) -> str:
+    """A hex weights fingerprint as shown to people: the hex of :func:`fingerprint_prefix`."""
+    return fingerprint[: 2 * FINGERPRINT_SIZE]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ A checkpoint is a ``torch.save`` of plain containers (no classes), read back wit
     }
 
 The fingerprint covers every tensor the decoder uses, coding tables included; bitstreams carry
-its first :data:`FINGERPRINT_BYTES` bytes so that a file is never decoded with other weights.
+its first :data:`lic.bitstream.FINGERPRINT_SIZE` bytes so that a file is never decoded with
+other weights.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lic.bitstream import METRICS, short_fingerprint
 from lic.codecs import create_codec
 from lic.errors import CheckpointError, LicError
-from lic.imageio import atomic_output
+from lic.files import atomic_output
 
 FORMAT = "lic-codec"
 VERSION = 1
-#: Bytes of the fingerprint written into bitstreams.
-FINGERPRINT_BYTES = 8
-METRICS = ("mse", "ms-ssim")
 
 
 def weights_fingerprint(codec: nn.Module, parameters_only: bool = False) -> str:
@@ -66,7 +65,7 @@ def save_codec(
         codec: a codec built by :func:`lic.create_codec` (it knows its registry name).
         path: destination file.
         lmbda: rate–distortion trade-off it was trained for.
-        metric: distortion it was trained for, ``"mse"`` or ``"ms-ssim"``.
+        metric: distortion it was trained for, one of :data:`lic.bitstream.METRICS`.
         **metadata: further JSON-compatible facts (steps, data, recipe...).
 
     Returns:
@@ -110,7 +109,9 @@ def read_plain(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load (not a plain-data checkpoint): {first}") from None
+        raise CheckpointError(
+            f"{path}: refused to load (not a plain-data checkpoint): {first}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
 
@@ -186,9 +187,32 @@ def load_codec(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     fingerprint = weights_fingerprint(codec)
     if fingerprint != payload["fingerprint"]:
         raise CheckpointError(
-            f"{path}: weights fingerprint {fingerprint[:16]} differs from the recorded "
-            f"{str(payload['fingerprint'])[:16]}: the file is corrupt"
+            f"{path}: weights fingerprint {short_fingerprint(fingerprint)} differs from the "
+            f"recorded {short_fingerprint(str(payload['fingerprint']))}: the file is corrupt"
         )
     codec.fingerprint = fingerprint
     codec.metadata = dict(payload.get("metadata") or {})
     return codec.to(device).eval()
+
+
+def warm_start(codec: nn.Module, path: str | os.PathLike[str] | None) -> nn.Module:
+    """Load the weights of the codec checkpoint ``path`` into ``codec``, and return ``codec``.
+
+    A warm start: a new training run that begins from trained weights (for example a fine-tune
+    of a trained codec to another λ). ``path=None`` returns ``codec`` unchanged, so a recipe can
+    always route its codec through here (``recipes/model/rd.yaml``). A run that resumes from its
+    own Lightning checkpoint restores those weights over these.
+
+    Raises:
+        LicError: the checkpoint holds another codec or configuration.
+    """
+    if path is None:
+        return codec
+    source = load_codec(path)
+    if source.codec_name != codec.codec_name or source.codec_config != codec.codec_config:
+        raise LicError(
+            f"init_checkpoint {path} holds codec {source.codec_name!r} {source.codec_config}, "
+            f"not the configured {codec.codec_name!r} {codec.codec_config}"
+        )
+    codec.load_state_dict(source.state_dict())
+    return codec

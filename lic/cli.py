@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
-
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lic.errors import LicError, UsageError
+
+if TYPE_CHECKING:
+    from lic.bitstream import Bitstream
 
 
 MAX_PIXELS_HELP = "refuse larger images (default: $LIC_MAX_PIXELS or 2**25 = 33,554,432)"
@@ -27,7 +30,11 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     from lic.coding import encode_file
 
     report = encode_file(
-        args.input, args.output, args.checkpoint, device=args.device, max_pixels=args.max_pixels,
+        args.input,
+        args.output,
+        args.checkpoint,
+        device=args.device,
+        max_pixels=args.max_pixels,
         quality=args.quality,
     )
     if report.notice:
@@ -35,7 +42,11 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     print(
         f"{args.output}: {report.num_bytes} bytes, {report.bpp:.4f} bpp, "
         f"{report.width}x{report.height}, encoded in {report.seconds:.3f} s"
-        + ("" if args.checkpoint else f" (default codec, quality {args.quality or _default_quality()})")
+        + (
+            ""
+            if args.checkpoint
+            else f" (default codec, quality {args.quality or _default_quality()})"
+        )
     )
 
 
@@ -48,10 +59,25 @@ def _cmd_decode(args: argparse.Namespace) -> None:
     print(f"{args.output}: decoded in {seconds:.3f} s")
 
 
-def _cmd_info(args: argparse.Namespace) -> None:
-    from lic.coding import read_bitstream_file
+def _read_header(path: Path) -> Bitstream:
+    """Read and verify a ``.lic`` file with :mod:`lic.bitstream` alone (no torch import).
 
-    stream = read_bitstream_file(args.input)
+    The same checks and messages as :func:`lic.coding.read_bitstream_file`, which would
+    import torch and the codecs for a command that only reads bytes.
+    """
+    from lic import bitstream
+    from lic.errors import BitstreamError
+
+    if not path.is_file():
+        raise BitstreamError(f"no such file: {path}")
+    try:
+        return bitstream.unpack(path.read_bytes())
+    except BitstreamError as exc:
+        raise BitstreamError(f"{path}: {exc}") from None
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    stream = _read_header(Path(args.input))
     height, width = stream.image_size
     total = sum(len(s) for strings in stream.strings.values() for s in strings)
     print(f"codec        {stream.codec}")
@@ -68,10 +94,11 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
+    from lic.bitstream import short_fingerprint
     from lic.training.export import export_training_checkpoint
 
     fingerprint = export_training_checkpoint(args.input, args.output)
-    print(f"{args.output}: codec checkpoint, fingerprint {fingerprint[:16]}")
+    print(f"{args.output}: codec checkpoint, fingerprint {short_fingerprint(fingerprint)}")
 
 
 def _cmd_datasets(args: argparse.Namespace) -> None:
@@ -113,7 +140,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         from lic.pretrained import default_checkpoints
 
         checkpoints = default_checkpoints()
-    written = run_evaluation(images, checkpoints or [], args.output, anchors, args.device, args.name, label)
+    written = run_evaluation(
+        images, checkpoints or [], args.output, anchors, args.device, args.name, label
+    )
     for path in written:
         print(path)
     print(args.output / "per-image.csv")
@@ -159,7 +188,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     report = run_benchmark(codecs, height, width, device, runs=args.runs, warmup=args.warmup)
     print(format_table(report))
     if args.output:
-        from lic.imageio import atomic_output
+        from lic.files import atomic_output
 
         with atomic_output(args.output) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
@@ -167,7 +196,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from lic.demo import format_rows, run_demo
+    from lic.demo import SAMPLES_DIR, format_rows, run_demo, sample_photos
     from lic.evaluation.datasets import resolve_images
     from lic.paths import shared_dir
 
@@ -175,11 +204,19 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     if not images:
         try:
             _, kodak = resolve_images("kodak", args.data_root, shared_dir() / "datasets")
+            images = kodak[:: max(1, len(kodak) // args.samples)][: args.samples]
         except UsageError:
-            raise UsageError(
-                "no sample images: give image files, or point $LIC_SHARED at the shared material"
-            ) from None
-        images = kodak[:: max(1, len(kodak) // args.samples)][: args.samples]
+            # No Kodak set (a fresh clone alone, or an installed lic): the photos in the package.
+            images = sample_photos()[: args.samples]
+            if not images:
+                raise UsageError(
+                    "no sample images: give image files, or point $LIC_SHARED at the shared "
+                    "material"
+                ) from None
+            print(
+                f"Kodak set not found: coding {len(images)} sample photos shipped with lic "
+                f"({SAMPLES_DIR}, small crops of Kodak photos)"
+            )
     rows = run_demo(images, args.output, args.quality, args.device, args.checkpoint)
     print(format_rows(rows))
     print(f"files in {args.output}/ (.lic bitstreams and their decoded .png)")
@@ -206,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image file (PNG, JPEG, ...)")
     p.add_argument("-o", "--output", required=True, help="output .lic file")
     p.add_argument("--checkpoint", help="codec checkpoint (default: the shipped default codec)")
-    p.add_argument("-q", "--quality", type=int, help="rate point of the default codec, 1 (smallest files) to 4")
+    p.add_argument(
+        "-q", "--quality", type=int, help="rate point of the default codec, 1 (smallest files) to 4"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--max-pixels", type=int, help=MAX_PIXELS_HELP)
     p.set_defaults(run=_cmd_encode)
@@ -214,8 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decompress a .lic file into a PNG")
     p.add_argument("input", help=".lic file")
     p.add_argument("-o", "--output", required=True, help="output PNG file")
-    p.add_argument("--checkpoint", help="codec checkpoint whose fingerprint matches the file "
-                   "(default: the shipped weights that made it)")
+    p.add_argument(
+        "--checkpoint",
+        help="codec checkpoint whose fingerprint matches the file "
+        "(default: the shipped weights that made it)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--max-pixels", type=int, help=MAX_PIXELS_HELP)
     p.set_defaults(run=_cmd_decode)
@@ -225,13 +267,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_info)
 
     p = sub.add_parser("demo", help="code sample photos with the default codec, compare with JPEG")
-    p.add_argument("images", nargs="*", type=Path, help="images (default: sample Kodak photos)")
-    p.add_argument("--checkpoint", type=Path, help="a codec checkpoint instead of the default codec")
-    p.add_argument("--samples", type=int, default=4, help="how many Kodak photos by default (default: 4)")
-    p.add_argument("-q", "--quality", type=int, help="rate point of the default codec (default: the manifest's)")
+    p.add_argument(
+        "images",
+        nargs="*",
+        type=Path,
+        help="images (default: sample Kodak photos from the shared folder, else the "
+        "small sample photos shipped with lic)",
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, help="a codec checkpoint instead of the default codec"
+    )
+    p.add_argument(
+        "--samples", type=int, default=4, help="how many Kodak photos by default (default: 4)"
+    )
+    p.add_argument(
+        "-q",
+        "--quality",
+        type=int,
+        help="rate point of the default codec (default: the manifest's)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-root", type=Path, default=data_root(), help=argparse.SUPPRESS)
-    p.add_argument("-o", "--output", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("demo-out"),
+        help="output folder (default: demo-out)",
+    )
     p.set_defaults(run=_cmd_demo)
 
     p = sub.add_parser("export", help="turn a training checkpoint into a codec checkpoint")
@@ -239,25 +302,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="codec checkpoint for lic encode")
     p.set_defaults(run=_cmd_export)
 
-
     p = sub.add_parser("datasets", help="list, download or verify the standard test sets")
     p.add_argument("action", choices=["list", "download", "verify"])
     p.add_argument("name", nargs="?", help="catalog name (see `lic datasets list`)")
-    p.add_argument("--root", type=Path, default=data_root(), help="datasets folder (default: $LIC_DATA or ./datasets)")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=data_root(),
+        help="datasets folder (default: $LIC_DATA or ./datasets)",
+    )
     p.add_argument("--catalog", type=Path, help="JSON file adding or replacing catalog entries")
     p.set_defaults(run=_cmd_datasets)
 
     p = sub.add_parser("evaluate", help="rate-distortion of codecs and anchors on a dataset")
-    p.add_argument("--dataset", required=True, help="kodak, clic, tecnick, a catalog name, or a folder")
-    p.add_argument("--checkpoint", nargs="+", type=Path,
-                   help="codec checkpoints (one codec's form one curve; default: "
-                   "the shipped default codec at all its rate points)")
+    p.add_argument(
+        "--dataset", required=True, help="kodak, clic, tecnick, a catalog name, or a folder"
+    )
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        type=Path,
+        help="codec checkpoints (one codec's form one curve; default: "
+        "the shipped default codec at all its rate points)",
+    )
     p.add_argument("--anchors-only", action="store_true", help="no learned codec, only --anchors")
     p.add_argument("--name", help="curve name for the checkpoints (default: the codec's)")
     p.add_argument("--anchors", help="comma-separated: jpeg,webp,avif,jxl,jpeg2000,bpg")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--data-root", type=Path, default=data_root(), help="where downloaded datasets are")
+    p.add_argument(
+        "--data-root", type=Path, default=data_root(), help="where downloaded datasets are"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.set_defaults(run=_cmd_evaluate)
 
@@ -267,9 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.set_defaults(run=_cmd_report)
 
-    p = sub.add_parser("bench", help="parameters, MACs, latency (network vs entropy coding), memory")
-    p.add_argument("--checkpoint", nargs="+", type=Path,
-                   help="codec checkpoints (default, without --codec: the shipped default codec)")
+    p = sub.add_parser(
+        "bench", help="parameters, MACs, latency (network vs entropy coding), memory"
+    )
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        type=Path,
+        help="codec checkpoints (default, without --codec: the shipped default codec)",
+    )
     p.add_argument("--codec", nargs="+", help="registered codecs (untrained weights)")
     p.add_argument("--size", default="768x512", help="WIDTHxHEIGHT (default: Kodak's 768x512)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

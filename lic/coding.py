@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from lic import bitstream
-from lic.bitstream import Bitstream
-from lic.checkpoint import FINGERPRINT_BYTES, load_codec
+from lic.bitstream import Bitstream, fingerprint_prefix
+from lic.checkpoint import load_codec
 from lic.codecs import Compressed
 from lic.errors import BitstreamError, CheckpointError, LicError, UsageError
-from lic.imageio import atomic_output, check_pixels, load_image, save_png, tensor_to_pixels
+from lic.files import atomic_output
+from lic.imageio import check_pixels, load_image, save_png, tensor_to_pixels
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,7 +37,7 @@ def _fingerprint_bytes(codec: nn.Module) -> bytes:
     fingerprint = getattr(codec, "fingerprint", None)
     if fingerprint is None:
         raise CheckpointError("codec has no weights fingerprint: load it with lic.load_codec")
-    return bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES]
+    return fingerprint_prefix(fingerprint)
 
 
 def encode(codec: nn.Module, images: torch.Tensor) -> bytes:
@@ -77,7 +78,9 @@ def decode(codec: nn.Module, data: bytes, max_pixels: int | None = None) -> torc
     return decode_stream(codec, bitstream.unpack(data), max_pixels)
 
 
-def decode_stream(codec: nn.Module, stream: Bitstream, max_pixels: int | None = None) -> torch.Tensor:
+def decode_stream(
+    codec: nn.Module, stream: Bitstream, max_pixels: int | None = None
+) -> torch.Tensor:
     """Decode a parsed container into images ``(B, 3, H, W)`` in ``[0, 1]``.
 
     The header is untrusted: the weights must match, the batch's pixels must be within the

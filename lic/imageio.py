@@ -1,4 +1,4 @@
-"""Reading images into 8-bit RGB tensors, and writing outputs atomically.
+"""Reading images into 8-bit RGB tensors, and writing them as PNG.
 
 Codecs work on 8-bit RGB. Other inputs are converted, with a one-line notice saying what was
 done: grayscale (1, 2, 4, 8 or 16 bit) is replicated to three channels, palettes are expanded,
@@ -12,11 +12,8 @@ header, before any pixel is decoded; the same limit bounds what a ``.lic`` heade
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from lic.errors import ImageError, LicError
+from lic.files import atomic_output
 
 #: Default limit on the pixels of one image (and of a decoded batch): 2**25.
 DEFAULT_MAX_PIXELS = 2**25
@@ -56,27 +54,6 @@ def check_pixels(count: int, what: str, limit: int | None = None) -> None:
             f"{what}: {count:,} pixels exceeds the limit of {allowed:,} "
             "(raise it with --max-pixels or LIC_MAX_PIXELS)"
         )
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
-
-    A failure (exception) removes the temporary file, so nothing half-written is ever left
-    under the final name, and an existing file there is left untouched.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise LicError(f"output directory does not exist: {directory}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 @dataclass

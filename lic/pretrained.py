@@ -41,7 +41,9 @@ class DefaultModel:
 def _manifest(directory: Path) -> dict:
     path = directory / MANIFEST_NAME
     if not path.is_file():
-        raise CheckpointError(f"no default weights installed ({path} is missing): give --checkpoint")
+        raise CheckpointError(
+            f"no default weights installed ({path} is missing): give --checkpoint"
+        )
     try:
         manifest = json.loads(path.read_text())
         models = manifest["models"]
@@ -79,7 +81,9 @@ def default_checkpoint(quality: int | None = None, directory: Path | None = None
     """The checkpoint of one quality (default: the manifest's ``default_quality``)."""
     models = default_models(directory)
     if quality is None:
-        quality = int(_manifest(directory or WEIGHTS_DIR).get("default_quality", models[-1].quality))
+        quality = int(
+            _manifest(directory or WEIGHTS_DIR).get("default_quality", models[-1].quality)
+        )
     for model in models:
         if model.quality == quality:
             return model.path
@@ -117,5 +121,7 @@ def verify(directory: Path | None = None) -> list[str]:
             continue
         digest = hashlib.sha256(model.path.read_bytes()).hexdigest()
         if digest != model.sha256:
-            problems.append(f"{model.path.name}: sha256 {digest[:16]}…, manifest says {model.sha256[:16]}…")
+            problems.append(
+                f"{model.path.name}: sha256 {digest[:16]}…, manifest says {model.sha256[:16]}…"
+            )
     return problems

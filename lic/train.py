@@ -3,6 +3,12 @@
     lic-train experiment=quick
     lic-train experiment=student loss.lmbda=0.0067 trainer=gpu
     lic-train -m experiment=quick loss.lmbda=0.0018,0.0035,0.0067,0.0130
+    lic-train --config-dir my_recipes experiment=mine      # a recipe folder of your own, too
+
+Everything a run is made of comes from the recipes (``recipes/``, found by
+:func:`lic.paths.recipes_dir`): the ``model`` group is the LightningModule, which Hydra builds
+from the ``codec``, ``loss``, ``optim`` and ``speed`` nodes (and, for ``model=feds``, the
+teacher and the ``distill`` phases). This module only composes, instantiates and fits.
 
 Each run lives in ``run_dir`` (``runs/<name>/lmbda_<λ>`` by default). Re-running the same
 command resumes from ``run_dir/checkpoints/last.ckpt`` when it exists; ``resume=PATH``
@@ -15,12 +21,14 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import lic  # noqa: F401  (the torchvision shim must run before Lightning is imported)
+from lic._compat import ensure_torchvision_importable
 from lic.errors import LicError
+from lic.paths import RunDir, recipes_dir
 
 log = logging.getLogger("lic.train")
 # The module steps its optimizers by hand and a checkpoint taken after step N is meant to hold
@@ -29,8 +37,9 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 # Re-running a command resumes in the same folder, which Lightning finds suspicious.
 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 # Training is step-based on random crops: a resumed epoch simply draws new crops.
-warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+warnings.filterwarnings(
+    "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
+)
 
 
 def resume_path(cfg: DictConfig) -> str | None:
@@ -40,7 +49,7 @@ def resume_path(cfg: DictConfig) -> str | None:
         if not path.is_file():
             raise LicError(f"resume checkpoint not found: {path}")
         return str(path)
-    last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+    last = RunDir(Path(cfg.run_dir)).last_checkpoint
     return str(last) if last.is_file() else None
 
 
@@ -57,99 +66,80 @@ def remove_stale_temporaries(directory: Path) -> int:
     return len(stale)
 
 
-def resolve_phases(phases: list[dict], total_steps: int) -> list[dict]:
-    """Phase lengths from ``steps`` or ``fraction`` of ``total_steps``; the last takes the rest."""
-    resolved, used = [], 0
-    for index, phase in enumerate(phases):
-        phase = dict(phase)
-        fraction = phase.pop("fraction", None)
-        if "steps" not in phase:
-            if fraction is None:
-                raise LicError(f"distillation phase {phase.get('name')!r} needs steps or fraction")
-            last = index == len(phases) - 1
-            phase["steps"] = total_steps - used if last else round(fraction * total_steps)
-        used += phase["steps"]
-        resolved.append(phase)
-    return resolved
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, with lic's own errors passed through unwrapped.
+
+    Hydra wraps whatever a constructor raises in an ``InstantiationException``; a
+    :class:`~lic.errors.LicError` among the causes (a teacher of another λ, a codec that does
+    not fit ``init_checkpoint``) is what the user needs to read, so it is raised as it is.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, LicError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
 
 
-def warm_start(codec, path: str) -> None:
-    """Load the weights of the codec checkpoint ``path`` into ``codec`` (same codec and config)."""
-    from lic.checkpoint import load_codec
-
-    source = load_codec(path)
-    if source.codec_name != codec.codec_name or source.codec_config != codec.codec_config:
+def build_model(cfg: DictConfig):
+    """The LightningModule of a composed recipe (its ``model`` node)."""
+    teacher = cfg.model.get("teacher")
+    if teacher is not None and teacher.get("path") is None:
         raise LicError(
-            f"init_checkpoint {path} holds codec {source.codec_name!r} {source.codec_config}, "
-            f"not the configured {codec.codec_name!r} {codec.codec_config}"
+            "distillation needs teacher_checkpoint=PATH (the teacher's codec.ckpt, same lambda)"
         )
-    codec.load_state_dict(source.state_dict())
-
-
-def _distillation_module(cfg: DictConfig, codec, loss, optim, speed: dict | None = None):
-    from hydra.utils import instantiate
-
-    from lic.checkpoint import load_codec
-    from lic.distill import PhaseSchedule
-    from lic.training.distill_module import DistillationModule
-
-    if not cfg.get("teacher_checkpoint"):
-        raise LicError("distillation needs teacher_checkpoint=PATH (the teacher's codec.ckpt, same lambda)")
-    teacher = load_codec(cfg.teacher_checkpoint)
-    phases = resolve_phases(OmegaConf.to_container(cfg.distill.phases), cfg.trainer.max_steps)
-    return DistillationModule(
-        codec=codec,
-        loss=loss,
-        teacher=teacher,
-        schedule=PhaseSchedule(phases),
-        taps=list(cfg.distill.taps),
-        channel_loss=instantiate(cfg.distill.channel_loss),
-        **optim,
-        **(speed or {}),
-    )
+    return instantiate(cfg.model)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by a composed config; returns the final metrics."""
+    ensure_torchvision_importable()
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
     from lic.training.callbacks import AtomicCheckpointIO
-    from lic.training.module import RateDistortionModule
 
     pl.seed_everything(cfg.seed, workers=True)
-    codec = instantiate(cfg.codec)
     ckpt_path = resume_path(cfg)
-    if cfg.get("init_checkpoint") and not ckpt_path:
-        warm_start(codec, cfg.init_checkpoint)
-        log.info("starting from the weights of %s", cfg.init_checkpoint)
-    optim = instantiate(cfg.optim)
-    speed = OmegaConf.to_container(cfg.speed) if cfg.get("speed") else {}
-    if cfg.get("distill"):
-        module = _distillation_module(cfg, codec, instantiate(cfg.loss), optim, speed)
-    else:
-        module = RateDistortionModule(codec=codec, loss=instantiate(cfg.loss), **optim, **speed)
+    module = build_model(cfg)
     datamodule = instantiate(cfg.data)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
-    removed = remove_stale_temporaries(Path(cfg.run_dir) / "checkpoints")
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
+    removed = remove_stale_temporaries(RunDir(Path(cfg.run_dir)).checkpoints)
     if removed:
         log.info("removed %d unfinished checkpoint write(s) of an interrupted run", removed)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
+    elif cfg.get("init_checkpoint"):
+        log.info("starting from the weights of %s", cfg.init_checkpoint)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-@hydra.main(config_path=str(RECIPES), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    try:
-        train(cfg)
-    except LicError as exc:
-        print(f"lic-train: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+def main() -> None:
+    """The ``lic-train`` command: Hydra's command line over :func:`train`."""
+    from lic.training.recipes import register_recipes
+
+    register_recipes()
+
+    @hydra.main(config_path=str(recipes_dir()), config_name="train", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+        try:
+            train(cfg)
+        except LicError as exc:
+            print(f"lic-train: error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+
+    _main()
 
 
 if __name__ == "__main__":

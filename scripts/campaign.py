@@ -31,15 +31,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def _shared_default() -> Path:
-    return Path(os.environ["LIC_SHARED"]) if os.environ.get("LIC_SHARED") else REPO.parent / "shared"
+from lic.paths import shared_dir
 
 
 def _plan(args: argparse.Namespace):
     from lic.training.campaign import load_plan
 
-    path = Path(args.plan) if args.plan.endswith(".yaml") else REPO / "recipes" / "campaign" / f"{args.plan}.yaml"
+    path = (
+        Path(args.plan)
+        if args.plan.endswith(".yaml")
+        else REPO / "recipes" / "campaign" / f"{args.plan}.yaml"
+    )
     return load_plan(path, args.shared, args.state_dir)
 
 
@@ -74,19 +76,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     failed = []
-    print(f"[{_stamp()}] campaign {plan.name}: {budget / 60:.1f} min on {args.device}, up to {jobs} runs side by side", flush=True)
+    print(
+        f"[{_stamp()}] campaign {plan.name}: {budget / 60:.1f} min on {args.device}, up to {jobs} runs side by side",
+        flush=True,
+    )
     while True:
         for name, (process, started) in list(running.items()):
             code = process.poll()
             if code is None:
                 continue
             del running[name]
-            print(f"[{_stamp()}] {name}: slice ended (exit {code}) after {time.time() - started:.0f} s", flush=True)
+            print(
+                f"[{_stamp()}] {name}: slice ended (exit {code}) after {time.time() - started:.0f} s",
+                flush=True,
+            )
             if code != 0:
                 failed.append(name)
         remaining = end - time.time() - args.margin
         progress = run_progress(plan)
-        waiting = [s for s in runnable(plan, progress) if s.name not in running and s.name not in failed]
+        waiting = [
+            s for s in runnable(plan, progress) if s.name not in running and s.name not in failed
+        ]
         waiting.sort(key=lambda s: progress[s.name] / s.steps)  # the run furthest behind first
         if stopping or remaining < args.min_slice_minutes * 60:
             waiting = []
@@ -98,10 +108,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             threads = max(1, cores // share) if args.device == "cpu" else 1
             seconds = min(args.slice_minutes * 60, remaining)
             command = [
-                sys.executable, str(Path(__file__).resolve()), "--plan", args.plan,
-                "--state-dir", str(args.state_dir), "--shared", str(args.shared), "worker", "--run", spec.name,
-                "--seconds", f"{seconds:.0f}", "--threads", str(threads), "--device", args.device,
-                "--save-minutes", str(args.save_minutes),
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--plan",
+                args.plan,
+                "--state-dir",
+                str(args.state_dir),
+                "--shared",
+                str(args.shared),
+                "worker",
+                "--run",
+                spec.name,
+                "--seconds",
+                f"{seconds:.0f}",
+                "--threads",
+                str(threads),
+                "--device",
+                args.device,
+                "--save-minutes",
+                str(args.save_minutes),
             ]
             if args.max_steps:
                 command += ["--max-steps", str(args.max_steps)]
@@ -119,7 +144,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         time.sleep(args.poll)
     _print_status(plan)
     if failed:
-        print(f"campaign: error: runs failed: {', '.join(failed)} (see their logs in {log_dir})", file=sys.stderr)
+        print(
+            f"campaign: error: runs failed: {', '.join(failed)} (see their logs in {log_dir})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -130,8 +158,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     plan = _plan(args)
     record = train_slice(
-        plan, args.run, args.seconds, device=args.device, threads=args.threads,
-        save_every=args.save_minutes * 60, max_steps=args.max_steps, evaluate=not args.no_eval,
+        plan,
+        args.run,
+        args.seconds,
+        device=args.device,
+        threads=args.threads,
+        save_every=args.save_minutes * 60,
+        max_steps=args.max_steps,
+        evaluate=not args.no_eval,
     )
     last = record["evals"][-1] if record["evals"] else {}
     print(json.dumps({"run": args.run, "step": record["step"], "last_eval": last}), flush=True)
@@ -141,11 +175,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _print_status(plan) -> None:
     from lic.training.campaign import iter_records
 
-    print(f"{'run':<18}{'codec':<15}{'lambda':>8}{'step':>8}{'target':>8}{'core-h':>8}{'GPU-h':>7}"
-          f"{'Kodak bpp':>10}{'PSNR':>7}{'held-out':>10}{'train':>8}")
+    print(
+        f"{'run':<18}{'codec':<15}{'lambda':>8}{'step':>8}{'target':>8}{'core-h':>8}{'GPU-h':>7}"
+        f"{'Kodak bpp':>10}{'PSNR':>7}{'held-out':>10}{'train':>8}"
+    )
     for spec, record in iter_records(plan):
         if record is None:
-            print(f"{spec.name:<18}{spec.codec:<15}{spec.lmbda:>8}{0:>8}{spec.steps:>8}   (not started)")
+            print(
+                f"{spec.name:<18}{spec.codec:<15}{spec.lmbda:>8}{0:>8}{spec.steps:>8}   (not started)"
+            )
             continue
         measured = [e for e in record["evals"] if "kodak" in e]
         last = measured[-1] if measured else {}
@@ -179,9 +217,15 @@ def _tree_bytes() -> int:
     """Bytes of what a device command sends: tracked files and untracked files git does not ignore."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        check=True,
     ).stdout.split(b"\0")
-    return sum((REPO / name.decode()).stat().st_size for name in listed if name and (REPO / name.decode()).is_file())
+    return sum(
+        (REPO / name.decode()).stat().st_size
+        for name in listed
+        if name and (REPO / name.decode()).is_file()
+    )
 
 
 def cmd_gpu_pack(args: argparse.Namespace) -> int:
@@ -201,7 +245,10 @@ def cmd_gpu_pack(args: argparse.Namespace) -> int:
     budget = int(args.mib * 2**20) - _tree_bytes() - _folder_bytes(REPO / ".whl")
     held_bytes = sum(p.stat().st_size for p in held)
     if budget - held_bytes < 10 * 2**20:
-        print(f"campaign: error: only {budget / 2**20:.1f} MiB left beside the working tree for photos", file=sys.stderr)
+        print(
+            f"campaign: error: only {budget / 2**20:.1f} MiB left beside the working tree for photos",
+            file=sys.stderr,
+        )
         return 1
     shards, current, size = [], [], held_bytes
     for path in train:
@@ -211,7 +258,13 @@ def cmd_gpu_pack(args: argparse.Namespace) -> int:
         current.append(path)
         size += path.stat().st_size
     shards.append(current)
-    gpu_slices = sum(1 for _, record in iter_records(plan) if record for s in record["slices"] if s["device"] == "cuda")
+    gpu_slices = sum(
+        1
+        for _, record in iter_records(plan)
+        if record
+        for s in record["slices"]
+        if s["device"] == "cuda"
+    )
     index = args.shard if args.shard is not None else gpu_slices % len(shards)
     out = Path(args.output)
     target = out / "datasets" / "train"
@@ -222,12 +275,23 @@ def cmd_gpu_pack(args: argparse.Namespace) -> int:
         shutil.copy(path, target / path.name)
     if manifest_names(plan.train_dir) is not None:  # the shard holds out the same photos
         shutil.copy(plan.train_dir / "MANIFEST.tsv", target / "MANIFEST.tsv")
-    (out / "PACK.json").write_text(json.dumps({
-        "shard": index, "shards": len(shards), "train_photos": len(shards[index]), "heldout_photos": len(held),
-        "bytes": _folder_bytes(out),
-    }, indent=1) + "\n")
-    print(f"{out}: shard {index + 1} of {len(shards)}: {len(shards[index])} training + {len(held)} held-out photos, "
-          f"{_folder_bytes(out) / 2**20:.1f} MiB (the working tree is {_tree_bytes() / 2**20:.1f} MiB)")
+    (out / "PACK.json").write_text(
+        json.dumps(
+            {
+                "shard": index,
+                "shards": len(shards),
+                "train_photos": len(shards[index]),
+                "heldout_photos": len(held),
+                "bytes": _folder_bytes(out),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    print(
+        f"{out}: shard {index + 1} of {len(shards)}: {len(shards[index])} training + {len(held)} held-out photos, "
+        f"{_folder_bytes(out) / 2**20:.1f} MiB (the working tree is {_tree_bytes() / 2**20:.1f} MiB)"
+    )
     return 0
 
 
@@ -237,9 +301,18 @@ def _folder_bytes(folder: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", default="default", help="recipes/campaign/<plan>.yaml, or a path to a plan")
-    parser.add_argument("--state-dir", type=Path, default=REPO / "campaign", help="where run states live")
-    parser.add_argument("--shared", type=Path, default=_shared_default(), help="shared material ($LIC_SHARED, ../shared)")
+    parser.add_argument(
+        "--plan", default="default", help="recipes/campaign/<plan>.yaml, or a path to a plan"
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=REPO / "campaign", help="where run states live"
+    )
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=shared_dir(),
+        help="shared material (default: lic.paths.shared_dir())",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="continue the plan within a time budget")
@@ -247,15 +320,27 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--hours", type=float)
     budget.add_argument("--minutes", type=float)
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    run.add_argument("--jobs", type=int, default=0,
-                     help="runs side by side (default: one per CPU core, which measured faster than "
-                          "giving one run every core; on CUDA: all)")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="runs side by side (default: one per CPU core, which measured faster than "
+        "giving one run every core; on CUDA: all)",
+    )
     run.add_argument("--cores", type=int, default=0, help="CPU cores to use (default: all)")
     run.add_argument("--slice-minutes", type=float, default=20.0, help="longest slice of one run")
-    run.add_argument("--min-slice-minutes", type=float, default=1.0, help="do not start a shorter slice")
-    run.add_argument("--save-minutes", type=float, default=5.0, help="save state at least this often")
-    run.add_argument("--margin", type=float, default=90.0, help="seconds kept for the final save and evaluation")
-    run.add_argument("--max-steps", type=int, default=0, help="at most this many steps per slice (tests)")
+    run.add_argument(
+        "--min-slice-minutes", type=float, default=1.0, help="do not start a shorter slice"
+    )
+    run.add_argument(
+        "--save-minutes", type=float, default=5.0, help="save state at least this often"
+    )
+    run.add_argument(
+        "--margin", type=float, default=90.0, help="seconds kept for the final save and evaluation"
+    )
+    run.add_argument(
+        "--max-steps", type=int, default=0, help="at most this many steps per slice (tests)"
+    )
     run.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
@@ -276,10 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("-o", "--output", default=str(REPO / "docs" / "campaign"))
     report.set_defaults(func=cmd_report)
 
-    pack = sub.add_parser("gpu-pack", help="a shard of the training photos that fits a device command")
-    pack.add_argument("-o", "--output", default=str(REPO / ".gpu-data"), help="git-ignored folder to carry")
-    pack.add_argument("--mib", type=float, default=62.0, help="what the device command may send in all")
-    pack.add_argument("--shard", type=int, default=None, help="which shard (default: the next in turn)")
+    pack = sub.add_parser(
+        "gpu-pack", help="a shard of the training photos that fits a device command"
+    )
+    pack.add_argument(
+        "-o", "--output", default=str(REPO / ".gpu-data"), help="git-ignored folder to carry"
+    )
+    pack.add_argument(
+        "--mib", type=float, default=62.0, help="what the device command may send in all"
+    )
+    pack.add_argument(
+        "--shard", type=int, default=None, help="which shard (default: the next in turn)"
+    )
     pack.set_defaults(func=cmd_gpu_pack)
 
     args = parser.parse_args(argv)

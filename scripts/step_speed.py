@@ -37,25 +37,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def _shared() -> Path:
-    return Path(os.environ["LIC_SHARED"]) if os.environ.get("LIC_SHARED") else REPO.parent / "shared"
+from lic.paths import shared_dir
 
 
-def measure_one(codec: str, variant: str, threads: int, crop: int, batch: int, steps: int, device: str) -> dict:
+def measure_one(
+    codec: str, variant: str, threads: int, crop: int, batch: int, steps: int, device: str
+) -> dict:
     """Time the campaign step in this process."""
     import torch
 
+    from lic.codecs.timing import synchronize
     from lic.training.campaign import Plan, ResidentImages, RunSpec, RunTrainer, training_split
 
     torch.set_num_threads(threads)
     parts = set(variant.split("+"))
     spec = RunSpec(
-        name="speed", codec=codec, lmbda=0.013, steps=10**9, batch=batch, crops=((0, crop),),
-        precision="bf16" if "bf16" in parts else "fp32", channels_last="cl" in parts, warmup=1,
+        name="speed",
+        codec=codec,
+        lmbda=0.013,
+        steps=10**9,
+        batch=batch,
+        crops=((0, crop),),
+        precision="bf16" if "bf16" in parts else "fp32",
+        channels_last="cl" in parts,
+        warmup=1,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        plan = Plan(name="speed", runs=(spec,), train_dir=_shared() / "datasets" / "train", state_dir=Path(tmp))
+        train_dir = shared_dir() / "datasets" / "train"
+        plan = Plan(name="speed", runs=(spec,), train_dir=train_dir, state_dir=Path(tmp))
         trainer = RunTrainer(plan, spec, torch.device(device), threads)
         if "compile" in parts:  # each transform stage (the codec taps features between them)
             for transform in (trainer.codec.g_a, trainer.codec.g_s):
@@ -67,12 +76,17 @@ def measure_one(codec: str, variant: str, threads: int, crop: int, batch: int, s
         for index in range(3 + steps):
             tick = time.perf_counter()
             trainer.step(images)
-            if device == "cuda":
-                torch.cuda.synchronize()
+            synchronize(device)
             if index >= 3:
                 durations.append(time.perf_counter() - tick)
     seconds = statistics.median(durations)
-    return {"codec": codec, "variant": variant, "threads": threads, "seconds_per_step": seconds, "images_per_s": batch / seconds}
+    return {
+        "codec": codec,
+        "variant": variant,
+        "threads": threads,
+        "seconds_per_step": seconds,
+        "images_per_s": batch / seconds,
+    }
 
 
 def data_path(crop: int, batch: int, batches: int = 10) -> dict:
@@ -83,14 +97,15 @@ def data_path(crop: int, batch: int, batches: int = 10) -> dict:
     from lic.training.data import ImageFolder
 
     torch.set_num_threads(1)
-    train, _ = training_split(Plan(name="speed", runs=(), train_dir=_shared() / "datasets" / "train"))
+    train_dir = shared_dir() / "datasets" / "train"
+    train, _ = training_split(Plan(name="speed", runs=(), train_dir=train_dir))
     resident = ResidentImages(train)
     generator = torch.Generator().manual_seed(0)
     tick = time.perf_counter()
     for _ in range(batches):
         resident.sample(batch, crop, generator)
     resident_s = (time.perf_counter() - tick) / batches
-    folder = ImageFolder(_shared() / "datasets" / "train", crop)
+    folder = ImageFolder(train_dir, crop)
     tick = time.perf_counter()
     for b in range(batches):
         torch.stack([folder[(b * batch + i) % len(folder)] for i in range(batch)])
@@ -99,8 +114,20 @@ def data_path(crop: int, batch: int, batches: int = 10) -> dict:
 
 
 def _child(args: argparse.Namespace, codec: str, variant: str, threads: int) -> subprocess.Popen:
-    command = [sys.executable, __file__, "--child", f"{codec}:{variant}:{threads}", "--crop", str(args.crop),
-               "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        f"{codec}:{variant}:{threads}",
+        "--crop",
+        str(args.crop),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
@@ -119,13 +146,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--compile", action="store_true", help="also measure torch.compile of the transforms")
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile of the transforms"
+    )
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         codec, variant, threads = args.child.split(":")
-        print(json.dumps(measure_one(codec, variant, int(threads), args.crop, args.batch, args.steps, args.device)))
+        print(
+            json.dumps(
+                measure_one(
+                    codec, variant, int(threads), args.crop, args.batch, args.steps, args.device
+                )
+            )
+        )
         return
 
     import torch
@@ -142,21 +177,38 @@ def main() -> None:
             for threads in thread_counts if variant == "bf16+cl" else thread_counts[:1]:
                 row = _result(_child(args, codec, variant, threads))
                 rows.append(row)
-                print(f"{codec:<16}{variant:<18}{threads:>8}{row['seconds_per_step'] * 1e3:>10.0f}{row['images_per_s']:>10.1f}", flush=True)
+                print(
+                    f"{codec:<16}{variant:<18}{threads:>8}{row['seconds_per_step'] * 1e3:>10.0f}{row['images_per_s']:>10.1f}",
+                    flush=True,
+                )
     pairs = []
     if args.device == "cpu" and len(codecs) >= 1:
         combos = [(codecs[0], codecs[0])] + ([(codecs[1], codecs[0])] if len(codecs) > 1 else [])
         for first, second in combos:
             processes = [_child(args, first, "bf16+cl", 1), _child(args, second, "bf16+cl", 1)]
             results = [_result(p) for p in processes]
-            pairs.append({"runs": [first, second], "variant": "bf16+cl", "threads_each": 1,
-                          "seconds_per_step": [r["seconds_per_step"] for r in results]})
-            print(f"side by side {first} + {second}: "
-                  + ", ".join(f"{r['codec']} {r['seconds_per_step'] * 1e3:.0f} ms/step" for r in results), flush=True)
+            pairs.append(
+                {
+                    "runs": [first, second],
+                    "variant": "bf16+cl",
+                    "threads_each": 1,
+                    "seconds_per_step": [r["seconds_per_step"] for r in results],
+                }
+            )
+            print(
+                f"side by side {first} + {second}: "
+                + ", ".join(
+                    f"{r['codec']} {r['seconds_per_step'] * 1e3:.0f} ms/step" for r in results
+                ),
+                flush=True,
+            )
     data = data_path(args.crop, args.batch) if args.device == "cpu" else None
     if data:
-        print(f"data: resident crops {data['resident_seconds_per_batch'] * 1e3:.1f} ms/batch, "
-              f"PNG decoding {data['png_decode_seconds_per_batch'] * 1e3:.1f} ms/batch", flush=True)
+        print(
+            f"data: resident crops {data['resident_seconds_per_batch'] * 1e3:.1f} ms/batch, "
+            f"PNG decoding {data['png_decode_seconds_per_batch'] * 1e3:.1f} ms/batch",
+            flush=True,
+        )
     report = {
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
@@ -170,7 +222,7 @@ def main() -> None:
         "data": data,
     }
     if args.output:
-        from lic.imageio import atomic_output
+        from lic.files import atomic_output
 
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(args.output) as tmp:

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lic.paths import RUNS_DIR, RunDir, run_dir
 
 
 @dataclass
@@ -40,43 +43,62 @@ class Job:
     after: list[str] = field(default_factory=list)
 
     @property
-    def run_dir(self) -> Path:
-        return REPO / "runs" / self.experiment / f"lmbda_{self.lmbda}"
+    def run(self) -> RunDir:
+        """The run's folder, under the repository (where the runs are started)."""
+        return run_dir(self.experiment, self.lmbda, REPO / RUNS_DIR)
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "codec.ckpt").exists()
+        return self.run.codec.exists()
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "lic.train", f"experiment={self.experiment}",
-            f"loss.lmbda={self.lmbda}", "trainer.enable_progress_bar=false", *self.overrides,
+            sys.executable,
+            "-m",
+            "lic.train",
+            f"experiment={self.experiment}",
+            f"loss.lmbda={self.lmbda}",
+            "trainer.enable_progress_bar=false",
+            *self.overrides,
         ]
 
 
 def plan(args: argparse.Namespace) -> list[Job]:
     base = args.base
-    teacher = lambda lmbda: f"runs/default_teacher/lmbda_{lmbda}/codec.ckpt"
+    teacher = lambda lmbda: run_dir("default_teacher", lmbda).codec
     jobs = [
         Job("teacher@base", "default_teacher", base, [f"trainer.max_steps={args.teacher_steps}"]),
         Job("student-base", "default_student_base", base, [f"trainer.max_steps={args.base_steps}"]),
     ]
     for lmbda in args.lambdas:
         if lmbda != base:
-            jobs.append(Job(
-                f"teacher@{lmbda}", "default_teacher", lmbda,
-                [f"trainer.max_steps={args.teacher_finetune_steps}", f"init_checkpoint={teacher(base)}",
-                 f"trainer.val_check_interval={args.teacher_finetune_steps}"],
-                after=["teacher@base"],
-            ))
+            jobs.append(
+                Job(
+                    f"teacher@{lmbda}",
+                    "default_teacher",
+                    lmbda,
+                    [
+                        f"trainer.max_steps={args.teacher_finetune_steps}",
+                        f"init_checkpoint={teacher(base)}",
+                        f"trainer.val_check_interval={args.teacher_finetune_steps}",
+                    ],
+                    after=["teacher@base"],
+                )
+            )
     for lmbda in args.lambdas:
-        jobs.append(Job(
-            f"student@{lmbda}", "default_student", lmbda,
-            [f"trainer.max_steps={args.student_steps}",
-             f"init_checkpoint=runs/default_student_base/lmbda_{base}/codec.ckpt",
-             f"teacher_checkpoint={teacher(lmbda)}"],
-            after=["student-base", "teacher@base" if lmbda == base else f"teacher@{lmbda}"],
-        ))
+        jobs.append(
+            Job(
+                f"student@{lmbda}",
+                "default_student",
+                lmbda,
+                [
+                    f"trainer.max_steps={args.student_steps}",
+                    f"init_checkpoint={run_dir('default_student_base', base).codec}",
+                    f"teacher_checkpoint={teacher(lmbda)}",
+                ],
+                after=["student-base", "teacher@base" if lmbda == base else f"teacher@{lmbda}"],
+            )
+        )
     return jobs
 
 
@@ -108,19 +130,27 @@ def main() -> None:
             if code != 0 or not job.done:
                 for _, other, _ in running.values():
                     other.terminate()
-                sys.exit(f"train_default: {name} failed (exit {code}); see {job.run_dir / 'train.log'}")
+                sys.exit(f"train_default: {name} failed (exit {code}); see {job.run.train_log}")
             finished.add(name)
-            print(f"[{time.strftime('%H:%M:%S')}] done {name} in {time.time() - started:.0f} s", flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] done {name} in {time.time() - started:.0f} s",
+                flush=True,
+            )
         for job in list(pending):
             if len(running) >= args.jobs:
                 break
             if all(dep in finished for dep in job.after):
                 pending.remove(job)
-                job.run_dir.mkdir(parents=True, exist_ok=True)
-                log = open(job.run_dir / "train.log", "a")  # noqa: SIM115 - owned by the child
-                process = subprocess.Popen(job.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                job.run.path.mkdir(parents=True, exist_ok=True)
+                log = open(job.run.train_log, "a")  # noqa: SIM115 - owned by the child
+                process = subprocess.Popen(
+                    job.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
                 running[job.name] = (job, process, time.time())
-                print(f"[{time.strftime('%H:%M:%S')}] start {job.name}: {' '.join(job.command()[2:])}", flush=True)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] start {job.name}: {' '.join(job.command()[2:])}",
+                    flush=True,
+                )
         time.sleep(2)
     print("all runs done; next: python scripts/package_default.py")
 

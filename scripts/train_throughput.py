@@ -29,10 +29,13 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message="You defined a `validation_step`")
 
 
-def measure(name: str, batch: int, crop: int, steps: int, warmup: int, device: torch.device) -> dict:
+def measure(
+    name: str, batch: int, crop: int, steps: int, warmup: int, device: torch.device
+) -> dict:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
+    from lic.codecs.timing import synchronize
     from lic.training.losses import RateDistortionLoss
     from lic.training.module import RateDistortionModule
 
@@ -40,16 +43,12 @@ def measure(name: str, batch: int, crop: int, steps: int, warmup: int, device: t
         def __init__(self) -> None:
             self.durations: list[float] = []
 
-        def _sync(self) -> None:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-
         def on_train_batch_start(self, *args) -> None:
-            self._sync()
+            synchronize(device)
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, *args) -> None:
-            self._sync()
+            synchronize(device)
             self.durations.append(time.perf_counter() - self.start)
 
     codec = lic.create_codec(name)
@@ -59,8 +58,14 @@ def measure(name: str, batch: int, crop: int, steps: int, warmup: int, device: t
         optimizer=lambda p: torch.optim.Adam(p, lr=1e-4),
         aux_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3),
     )
-    images = torch.rand(batch * (steps + warmup), 3, crop, crop, generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(TensorDataset(images), batch_size=batch, collate_fn=lambda rows: torch.stack([r[0] for r in rows]))
+    images = torch.rand(
+        batch * (steps + warmup), 3, crop, crop, generator=torch.Generator().manual_seed(0)
+    )
+    loader = DataLoader(
+        TensorDataset(images),
+        batch_size=batch,
+        collate_fn=lambda rows: torch.stack([r[0] for r in rows]),
+    )
     timer = StepTimer()
     trainer = pl.Trainer(
         accelerator=device.type,
@@ -94,7 +99,9 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     results = {}
-    print(f"{'codec':<20}{'parameters':>14}{'s/step':>10}{'steps/s':>10}{'images/s':>10}", flush=True)
+    print(
+        f"{'codec':<20}{'parameters':>14}{'s/step':>10}{'steps/s':>10}{'images/s':>10}", flush=True
+    )
     for name in args.codecs.split(","):
         r = measure(name, args.batch, args.crop, args.steps, args.warmup, device)
         results[name] = r
@@ -109,7 +116,9 @@ def main() -> None:
         "timed_steps": args.steps,
         "warmup_steps": args.warmup,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "codecs": results,

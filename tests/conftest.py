@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,15 @@ import torch
 from PIL import Image
 
 import lic
+from lic.paths import shared_dir
 from tests.helpers import perturbed_codec
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_root() -> Path:
-    """``$LIC_SHARED`` if set, else ``../shared`` beside the repository."""
-    return Path(os.environ.get("LIC_SHARED", REPO.parent / "shared"))
+    """The shared material, by lic's one rule (:func:`lic.paths.shared_dir`)."""
+    return shared_dir()
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,11 @@ def test_what_differs_is_named_in_one_line(tiny_checkpoint, tmp_path) -> None:
     )
     refused(lambda p: p.update(codec="student-huge"), "student-huge")
     teacher = lic.create_codec("teacher-tiny").codec_config
-    refused(lambda p: p.update(codec="teacher-tiny", config=teacher), "do not fit codec 'teacher-tiny'", "missing")
+    refused(
+        lambda p: p.update(codec="teacher-tiny", config=teacher),
+        "do not fit codec 'teacher-tiny'",
+        "missing",
+    )
     refused(lambda p: p["config"].update(colour=True), "no argument(s) colour")
 
 

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 import lic
+from lic.bitstream import short_fingerprint
 from lic.cli import main
 from lic.imageio import load_image, tensor_to_pixels
-
 from tests.images import write_mode
 from tests.test_imageio import CASES
 
@@ -104,8 +104,8 @@ def test_fingerprint_mismatch_names_both(tmp_path, tiny_checkpoint, capsys) -> N
     stream = _encoded_sample(tmp_path, tiny_checkpoint, capsys)
     other = tmp_path / "other.ckpt"
     lic.save_codec(lic.create_codec("student-tiny"), other)
-    expected = lic.load_codec(tiny_checkpoint).fingerprint[:16]
-    actual = lic.load_codec(other).fingerprint[:16]
+    expected = short_fingerprint(lic.load_codec(tiny_checkpoint).fingerprint)
+    actual = short_fingerprint(lic.load_codec(other).fingerprint)
     argv = ["decode", str(stream), "-o", str(tmp_path / "a.png"), "--checkpoint", str(other)]
     _fails(argv, capsys, 1, expected, actual)
     assert not (tmp_path / "a.png").exists()
@@ -163,3 +163,27 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, tiny_checkpoint, capsys
     argv = ["encode", str(source), "-o", missing_dir, "--checkpoint", str(tiny_checkpoint)]
     _fails(argv, capsys, 1, "output directory does not exist")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.lic", "in.png"]
+
+
+def test_demo_falls_back_to_the_sample_photos_shipped_with_lic(tmp_path, capsys, monkeypatch):
+    """A fresh clone alone (no shared folder beside it) still has something to show."""
+    from lic import demo
+
+    samples = demo.sample_photos()
+    assert len(samples) >= 3 and (demo.SAMPLES_DIR / "SOURCE.md").is_file()
+    assert sum(p.stat().st_size for p in samples) < 1_000_000
+    empty = tmp_path / "shared"
+    empty.mkdir()
+    monkeypatch.setenv("LIC_SHARED", str(empty))
+    argv = ["demo", "--data-root", str(tmp_path / "none"), "-o", str(tmp_path / "out")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"coding {len(samples)} sample photos shipped with lic" in out
+    for path in samples:
+        assert (tmp_path / "out" / f"{path.stem}.lic").stat().st_size > 0
+        assert (tmp_path / "out" / f"{path.stem}.png").is_file() and path.name in out
+    header = out.splitlines()[1]
+    assert "encode" in header and "decode" in header and "enc+dec" not in header
+    # Without the shipped photos either, it is still a usage error naming the way out.
+    monkeypatch.setattr(demo, "SAMPLES_DIR", tmp_path / "no-samples")
+    _fails(argv, capsys, 2, "no sample images")

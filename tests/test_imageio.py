@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from lic.errors import ImageError, LicError
-from lic.imageio import atomic_output, load_image, save_png
+from lic.files import atomic_output
+from lic.imageio import load_image, save_png
 from tests.images import gradient, write_mode
 
 CASES = {
@@ -100,8 +101,10 @@ def _png_with_size(path, width: int, height: int):
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _chunk(b"IEND", b"")
     )
     return path
 

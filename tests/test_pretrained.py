@@ -15,6 +15,7 @@ from PIL import Image
 
 import lic
 from lic import coding, pretrained
+from lic.bitstream import fingerprint_prefix
 from lic.cli import main
 from lic.demo import jpeg_at_psnr, run_demo
 from lic.errors import CheckpointError, UsageError
@@ -32,10 +33,19 @@ def _fake_weights(tmp_path: Path, checkpoint: Path, qualities=(1, 2)) -> Path:
     for quality in qualities:
         name = f"q{quality}.ckpt"
         shutil.copyfile(checkpoint, folder / name)
-        models.append({"quality": quality, "lmbda": 0.001 * quality, "file": name, "codec": codec.codec_name,
-                       "fingerprint": codec.fingerprint,
-                       "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()})
-    (folder / "manifest.json").write_text(json.dumps({"models": models, "default_quality": qualities[-1]}))
+        models.append(
+            {
+                "quality": quality,
+                "lmbda": 0.001 * quality,
+                "file": name,
+                "codec": codec.codec_name,
+                "fingerprint": codec.fingerprint,
+                "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+            }
+        )
+    (folder / "manifest.json").write_text(
+        json.dumps({"models": models, "default_quality": qualities[-1]})
+    )
     return folder
 
 
@@ -49,7 +59,10 @@ def test_lookup_by_quality_and_fingerprint(tmp_path, tiny_checkpoint) -> None:
     with pytest.raises(UsageError, match="--quality must be one of 1, 2"):
         pretrained.default_checkpoint(7, folder)
     fingerprint = lic.load_codec(tiny_checkpoint).fingerprint
-    assert pretrained.find_by_fingerprint(bytes.fromhex(fingerprint[:16]), folder) == folder / "q1.ckpt"
+    assert (
+        pretrained.find_by_fingerprint(fingerprint_prefix(fingerprint), folder)
+        == folder / "q1.ckpt"
+    )
     assert pretrained.find_by_fingerprint("00" * 8, folder) is None
     assert pretrained.verify(folder) == []
 
@@ -76,7 +89,9 @@ def test_shipped_weights_match_their_manifest() -> None:
     models = pretrained.default_models()
     assert len(models) >= 4, "the default codec needs four or more rate points"
     assert [m.quality for m in models] == list(range(1, len(models) + 1))
-    assert [m.lmbda for m in models] == sorted({m.lmbda for m in models}), "one lambda per quality, rising"
+    assert [m.lmbda for m in models] == sorted({m.lmbda for m in models}), (
+        "one lambda per quality, rising"
+    )
     assert pretrained.verify() == []
     assert sum(m.path.stat().st_size for m in models) <= 20 * 2**20
     assert manifest["data"]["train"].startswith("shared datasets/train")
@@ -128,28 +143,65 @@ def test_demo_codes_and_finds_jpeg_at_the_same_psnr(tmp_path, kodak_dir) -> None
     assert jpeg_at_psnr(crop, 99.0) is None
 
 
-def test_demo_without_images_or_shared_data_is_a_usage_error(tmp_path, capsys, monkeypatch) -> None:
+def test_demo_without_images_shared_data_or_samples_is_a_usage_error(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """Without the shared Kodak set lic falls back to its sample photos; without those too, an error."""
     monkeypatch.setenv("LIC_SHARED", str(tmp_path / "absent"))
+    monkeypatch.setattr("lic.demo.SAMPLES_DIR", tmp_path / "no-samples")
     assert main(["demo", "--data-root", str(tmp_path / "none"), "-o", str(tmp_path / "o")]) == 2
     assert "no sample images" in capsys.readouterr().err
 
 
 def test_evaluate_and_bench_default_to_every_rate_point(tmp_path, kodak_dir, capsys) -> None:
     out = tmp_path / "eval"
-    argv = ["evaluate", "--dataset", str(kodak_dir), "--limit", "1", "--name", "default", "-o", str(out)]
+    argv = [
+        "evaluate",
+        "--dataset",
+        str(kodak_dir),
+        "--limit",
+        "1",
+        "--name",
+        "default",
+        "-o",
+        str(out),
+    ]
     assert main(argv) == 0
     results = json.loads((out / "default.json").read_text())["results"]
     assert len(results["bpp"]) == len(pretrained.default_models())
     assert results["bpp"] == sorted(results["bpp"])
-    assert main(["bench", "--size", "64x64", "--runs", "1", "--warmup", "0", "-o", str(tmp_path / "b.json")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--size",
+                "64x64",
+                "--runs",
+                "1",
+                "--warmup",
+                "0",
+                "-o",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     bench = json.loads((tmp_path / "b.json").read_text())
     assert len(bench["codecs"]) == len(pretrained.default_models())
-    assert main(["evaluate", "--dataset", str(kodak_dir), "--anchors-only", "-o", str(tmp_path / "e")]) == 2
+    assert (
+        main(["evaluate", "--dataset", str(kodak_dir), "--anchors-only", "-o", str(tmp_path / "e")])
+        == 2
+    )
     assert "nothing to evaluate" in capsys.readouterr().err
 
 
 def test_results_name_shipped_weights_without_a_machine_path(tmp_path, kodak_dir) -> None:
     out = tmp_path / "eval"
-    assert main(["evaluate", "--dataset", str(kodak_dir), "--limit", "1", "--name", "d", "-o", str(out)]) == 0
+    assert (
+        main(
+            ["evaluate", "--dataset", str(kodak_dir), "--limit", "1", "--name", "d", "-o", str(out)]
+        )
+        == 0
+    )
     recorded = [c["checkpoint"] for c in json.loads((out / "d.json").read_text())["checkpoints"]]
     assert recorded == [f"lic/weights/{m.path.name}" for m in pretrained.default_models()]

@@ -18,8 +18,8 @@ arguments; see :mod:`lic.codecs.zoo`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,7 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from lic.codecs import exact as fx
-from lic.codecs.entropy import SliceContextModel
+from lic.codecs.entropy import FIXED_POINT, Arithmetic, SliceContextModel, arithmetic_for
 from lic.codecs.layers import conv, deconv, transform_stage
 from lic.codecs.timing import Stopwatch, section
 
@@ -194,7 +193,9 @@ class ChannelARCodec(CompressionModel):
             features[f"{name}.{index}"] = x
         return last(x)
 
-    def _transform(self, transform: nn.Sequential, x: Tensor, name: str, features: dict[str, Tensor]) -> Tensor:
+    def _transform(
+        self, transform: nn.Sequential, x: Tensor, name: str, features: dict[str, Tensor]
+    ) -> Tensor:
         """:meth:`_tap` under :attr:`transform_autocast` (when set), returning float32."""
         if self.transform_autocast is None:
             return self._tap(transform, x, name, features)
@@ -202,12 +203,10 @@ class ChannelARCodec(CompressionModel):
             out = self._tap(transform, x, name, features)
         return out.float()
 
-    def _hyper(self, z_hat: Tensor, exact: bool = False) -> tuple[Tensor, Tensor]:
-        """Hyper means and scales; in fixed point (see :mod:`lic.codecs.exact`) when ``exact``."""
-        if exact:
-            params = fx.fixed_point(self.h_s)(fx.to_fixed(z_hat))
-        else:
-            params = self.h_s(z_hat)
+    def _hyper(self, z_hat: Tensor, arithmetic: Arithmetic) -> tuple[Tensor, Tensor]:
+        """Hyper means and scales, as working values of ``arithmetic`` (for the slice loop)."""
+        with arithmetic.scope():
+            params = arithmetic.apply(self.h_s, arithmetic.from_real(z_hat))
         means, scales = params.chunk(2, dim=1)
         return means, scales
 
@@ -217,10 +216,14 @@ class ChannelARCodec(CompressionModel):
         m = self.context.slice_channels * self.context.num_slices
         channels = {f"g_a.{i}": n for i in range(3)} | {"y": m} | {f"g_s.{i}": n for i in range(3)}
         for i in range(self.context.num_slices):
-            channels[f"entropy.{i}.mean"] = channels[f"entropy.{i}.scale"] = self.context.slice_channels
+            channels[f"entropy.{i}.mean"] = channels[f"entropy.{i}.scale"] = (
+                self.context.slice_channels
+            )
         return channels
 
-    def expected_shapes(self, image_size: tuple[int, int]) -> tuple[tuple[int, int, int, int], dict]:
+    def expected_shapes(
+        self, image_size: tuple[int, int]
+    ) -> tuple[tuple[int, int, int, int], dict]:
         """Padding and latent shapes this codec produces for an image of ``(height, width)``."""
         height, width = image_size
         padding = (0, -width % self.downsampling, 0, -height % self.downsampling)
@@ -280,6 +283,7 @@ class ChannelARCodec(CompressionModel):
                 teacher that only needs features can pass ``False`` to save time.
         """
         exact = (not self.training) if exact is None else exact
+        arithmetic = arithmetic_for(exact)
         image_size = (x.shape[-2], x.shape[-1])
         x, padding = self._pad(x)
         features: dict[str, Tensor] = {}
@@ -289,7 +293,7 @@ class ChannelARCodec(CompressionModel):
         _, z_likelihoods = self.entropy_bottleneck(z)
         z_offset = self.entropy_bottleneck._get_medians()
         z_hat = _round_ste(z - z_offset) + z_offset
-        hyper_means, hyper_scales = self._hyper(z_hat, exact)
+        hyper_means, hyper_scales = self._hyper(z_hat, arithmetic)
 
         y_slices = self.context.split(y)
         y_likelihoods: list[Tensor] = []
@@ -299,7 +303,7 @@ class ChannelARCodec(CompressionModel):
             y_likelihoods.append(likelihood)
             return _round_ste(y_slices[i] - mean) + mean
 
-        y_hat, parameters = self.context.run(hyper_means, hyper_scales, quantize, exact)
+        y_hat, parameters = self.context.run(hyper_means, hyper_scales, quantize, arithmetic)
         for i, p in enumerate(parameters):
             features[f"entropy.{i}.mean"] = p.mean
             features[f"entropy.{i}.scale"] = p.scale
@@ -324,7 +328,7 @@ class ChannelARCodec(CompressionModel):
         with section(stopwatch, "entropy"):
             z_strings = self.entropy_bottleneck.compress(z)
             z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        hyper_means, hyper_scales = self._hyper(z_hat, exact=True)
+        hyper_means, hyper_scales = self._hyper(z_hat, FIXED_POINT)
 
         gc = self.context.gaussian_conditional
         y_slices = self.context.split(y)
@@ -335,7 +339,7 @@ class ChannelARCodec(CompressionModel):
             coded.append((symbols, self.context.scale_indexes(scale)))
             return gc.dequantize(symbols, mean)
 
-        self.context.run(hyper_means, hyper_scales, quantize, exact=True)
+        self.context.run(hyper_means, hyper_scales, quantize, FIXED_POINT)
         y_strings = []
         with section(stopwatch, "entropy"):
             cdfs, cdf_lengths, offsets = self._coding_tables()
@@ -386,7 +390,7 @@ class ChannelARCodec(CompressionModel):
                 decoder = RansDecoder()
                 decoder.set_stream(_padded(string, y_symbols))
                 decoders.append(decoder)
-        hyper_means, hyper_scales = self._hyper(z_hat, exact=True)
+        hyper_means, hyper_scales = self._hyper(z_hat, FIXED_POINT)
         gc = self.context.gaussian_conditional
 
         def quantize(i: int, mean: Tensor, scale: Tensor) -> Tensor:
@@ -404,6 +408,6 @@ class ChannelARCodec(CompressionModel):
                 symbols_tensor = torch.stack(symbols).reshape(mean.shape).to(mean.device)
             return gc.dequantize(symbols_tensor, mean)
 
-        y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize, exact=True)
+        y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize, FIXED_POINT)
         x_hat = torch.nan_to_num(self.g_s(y_hat), nan=0.0).clamp_(0, 1)
         return self._crop(x_hat, compressed.image_size, compressed.padding)

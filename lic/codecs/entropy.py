@@ -15,15 +15,29 @@ quantisation error of the slice from the same context::
 
 :meth:`SliceContextModel.run` is the only implementation of that loop. ``forward``,
 ``compress`` and ``decompress`` of the codec differ only in the quantiser they hand it, so the
-encoder and the decoder cannot drift apart. With ``exact=True`` (coding, and evaluation) the
-loop runs in fixed point (:mod:`lic.codecs.exact`), so that the means, scales and scale
-indexes are the same integers on every thread count and device.
+encoder and the decoder cannot drift apart. The float loop that training optimises and the
+fixed-point loop that codes are the same loop too, run with another :class:`Arithmetic`:
+
+- :data:`FLOAT` (:class:`FloatArithmetic`): float32 with gradients, for training and for the
+  fast forward of a frozen teacher;
+- :data:`FIXED_POINT` (:class:`FixedPointArithmetic`): integer-valued float64
+  (:mod:`lic.codecs.exact`), for coding and evaluation, so that the means, scales and scale
+  indexes are the same integers on every thread count and device.
+
+An arithmetic says only how values are represented (to and from real float32), how a network
+is evaluated and how the LRP correction ``ŷ + ½·tanh(lrp)`` is added; the slice order, the
+contexts each network sees and the use of its outputs live in the loop alone. That the two
+arithmetics compute the same functions to within rounding is checked on the shipped weights
+(``tests/codecs/test_arithmetics.py``: real bits against the float rate estimate, and the
+reconstructions).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol
 
 import torch
 from compressai.entropy_models import GaussianConditional
@@ -33,6 +47,89 @@ from lic.codecs import exact as fx
 
 #: Called for slice ``i`` with its predicted mean and scale; returns the quantised slice.
 SliceQuantizer = Callable[[int, Tensor, Tensor], Tensor]
+
+
+class Arithmetic(Protocol):
+    """How the slice loop computes: the representation of values and the operations on them.
+
+    Values in the loop ("working values") are in the arithmetic's representation; the
+    quantiser and the caller see real float32 values.
+    """
+
+    def scope(self) -> AbstractContextManager:
+        """Context the loop runs in (``torch.no_grad()`` where gradients cannot flow)."""
+        ...
+
+    def from_real(self, x: Tensor) -> Tensor:
+        """Real values to working values."""
+        ...
+
+    def to_real(self, v: Tensor) -> Tensor:
+        """Working values to real float32 values."""
+        ...
+
+    def apply(self, network: nn.Module, v: Tensor) -> Tensor:
+        """``network`` (convolutions and activations) evaluated on working values."""
+        ...
+
+    def refine(self, y_hat: Tensor, lrp: Tensor) -> Tensor:
+        """The latent residual prediction step ``ŷ + ½·tanh(lrp)`` on working values."""
+        ...
+
+
+class FloatArithmetic:
+    """Float32, differentiable: working values are the real values themselves."""
+
+    def scope(self) -> AbstractContextManager:
+        return nullcontext()
+
+    def from_real(self, x: Tensor) -> Tensor:
+        return x
+
+    def to_real(self, v: Tensor) -> Tensor:
+        return v
+
+    def apply(self, network: nn.Module, v: Tensor) -> Tensor:
+        return network(v)
+
+    def refine(self, y_hat: Tensor, lrp: Tensor) -> Tensor:
+        return y_hat + 0.5 * torch.tanh(lrp)
+
+
+class FixedPointArithmetic:
+    """Exact fixed point (:mod:`lic.codecs.exact`), without gradients.
+
+    Working values are integer-valued float64 tensors ``q`` standing for ``q / 2**12``;
+    networks run through their cached fixed-point copies, tanh is a table lookup, and the
+    halving rounds down, so every step is exact and the same on any device.
+    """
+
+    def scope(self) -> AbstractContextManager:
+        return torch.no_grad()
+
+    def from_real(self, x: Tensor) -> Tensor:
+        return fx.to_fixed(x)
+
+    def to_real(self, v: Tensor) -> Tensor:
+        return fx.to_real(v)
+
+    def apply(self, network: nn.Module, v: Tensor) -> Tensor:
+        return fx.fixed_point(network)(v)
+
+    def refine(self, y_hat: Tensor, lrp: Tensor) -> Tensor:
+        half_tanh = torch.floor(fx.lookup("tanh", lrp) / 2)
+        return (y_hat + half_tanh).clamp_(-fx.LIMIT, fx.LIMIT)
+
+
+#: Training arithmetic.
+FLOAT = FloatArithmetic()
+#: Coding arithmetic.
+FIXED_POINT = FixedPointArithmetic()
+
+
+def arithmetic_for(exact: bool) -> Arithmetic:
+    """:data:`FIXED_POINT` if ``exact``, else :data:`FLOAT`."""
+    return FIXED_POINT if exact else FLOAT
 
 
 @dataclass
@@ -105,56 +202,41 @@ class SliceContextModel(nn.Module):
         return list(y.chunk(self.num_slices, dim=1))
 
     def run(
-        self, hyper_means: Tensor, hyper_scales: Tensor, quantize: SliceQuantizer, exact: bool = False
+        self,
+        hyper_means: Tensor,
+        hyper_scales: Tensor,
+        quantize: SliceQuantizer,
+        arithmetic: Arithmetic = FLOAT,
     ) -> tuple[Tensor, list[SliceParameters]]:
         """Predict, quantise and refine every slice in order.
 
         Args:
-            hyper_means: mean context from the hyper-synthesis, ``(B, M, h, w)``; in fixed point
-                (:func:`lic.codecs.exact.to_fixed`) when ``exact``.
+            hyper_means: mean context from the hyper-synthesis, ``(B, M, h, w)``, as working
+                values of ``arithmetic`` (fixed point for :data:`FIXED_POINT`).
             hyper_scales: scale context from the hyper-synthesis, ``(B, M, h, w)``; likewise.
             quantize: returns the quantised slice ``i`` given its mean and scale (adds noise,
                 rounds and records symbols, or decodes symbols, depending on the caller).
                 It always receives and returns real (float32) values.
-            exact: run the transforms in fixed point (no gradients; see :mod:`lic.codecs.exact`).
+            arithmetic: how to compute (:data:`FLOAT` or :data:`FIXED_POINT`; the latter
+                without gradients).
 
         Returns:
-            The reconstructed latent ``ŷ`` (float32) and the entropy parameters of each slice.
+            The reconstructed latent ``ŷ`` (float32) and the entropy parameters of each slice
+            (real float32 values).
         """
-        if exact:
-            return self._run_exact(hyper_means, hyper_scales, quantize)
+        a = arithmetic
         decoded: list[Tensor] = []
         parameters: list[SliceParameters] = []
-        for i in range(self.num_slices):
-            support = decoded[: self._support(i)]
-            mean_context = torch.cat([hyper_means, *support], dim=1)
-            mean = self.mean_transforms[i](mean_context)
-            scale = self.scale_transforms[i](torch.cat([hyper_scales, *support], dim=1))
-            y_hat_slice = quantize(i, mean, scale)
-            lrp = self.lrp_transforms[i](torch.cat([mean_context, y_hat_slice], dim=1))
-            decoded.append(y_hat_slice + 0.5 * torch.tanh(lrp))
-            parameters.append(SliceParameters(mean=mean, scale=scale))
-        return torch.cat(decoded, dim=1), parameters
-
-    @torch.no_grad()
-    def _run_exact(
-        self, hyper_means: Tensor, hyper_scales: Tensor, quantize: SliceQuantizer
-    ) -> tuple[Tensor, list[SliceParameters]]:
-        """The same loop in fixed point: every tensor below is integer-valued float64."""
-        decoded: list[Tensor] = []
-        parameters: list[SliceParameters] = []
-        for i in range(self.num_slices):
-            support = decoded[: self._support(i)]
-            mean_context = torch.cat([hyper_means, *support], dim=1)
-            mean = fx.fixed_point(self.mean_transforms[i])(mean_context)
-            scale_context = torch.cat([hyper_scales, *support], dim=1)
-            scale = fx.fixed_point(self.scale_transforms[i])(scale_context)
-            mean_real, scale_real = fx.to_real(mean), fx.to_real(scale)
-            y_hat_slice = fx.to_fixed(quantize(i, mean_real, scale_real))
-            lrp = fx.fixed_point(self.lrp_transforms[i])(
-                torch.cat([mean_context, y_hat_slice], dim=1)
-            )
-            half_tanh = torch.floor(fx.lookup("tanh", lrp) / 2)
-            decoded.append((y_hat_slice + half_tanh).clamp_(-fx.LIMIT, fx.LIMIT))
-            parameters.append(SliceParameters(mean=mean_real, scale=scale_real))
-        return fx.to_real(torch.cat(decoded, dim=1)), parameters
+        with a.scope():
+            for i in range(self.num_slices):
+                support = decoded[: self._support(i)]
+                mean_context = torch.cat([hyper_means, *support], dim=1)
+                mean = a.to_real(a.apply(self.mean_transforms[i], mean_context))
+                scale_context = torch.cat([hyper_scales, *support], dim=1)
+                scale = a.to_real(a.apply(self.scale_transforms[i], scale_context))
+                y_hat_slice = a.from_real(quantize(i, mean, scale))
+                lrp_context = torch.cat([mean_context, y_hat_slice], dim=1)
+                lrp = a.apply(self.lrp_transforms[i], lrp_context)
+                decoded.append(a.refine(y_hat_slice, lrp))
+                parameters.append(SliceParameters(mean=mean, scale=scale))
+            return a.to_real(torch.cat(decoded, dim=1)), parameters

@@ -21,13 +21,20 @@ Here the hyper-synthesis ``h_s`` and the slice mean/scale/LRP transforms run in 
 Outside the tables' range GELU and tanh are the identity/zero and ±1 to within far less than one
 fixed-point step, so the lookups are exact too. The price is float64 arithmetic for the (small)
 entropy-parameter networks; the analysis and synthesis transforms stay in float32.
+
+The fixed-point copy of a network is built once and kept in :data:`CACHE` (a
+:class:`FixedPointCache`), outside the module: a codec pickles, deep-copies and saves as its
+weights alone, whatever it has coded. An entry is used only while the module's weights are
+exactly those it was built from (see :class:`FixedPointCache` for the rule).
 """
 
 from __future__ import annotations
 
 import math
+import weakref
+from dataclasses import dataclass
+from functools import cache, partial
 from itertools import pairwise
-from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +127,11 @@ class FixedPointConv:
 
 
 class FixedPointSequential:
-    """A stack of convolutions and GELUs (nested ``nn.Sequential`` allowed), in fixed point."""
+    """A stack of convolutions and GELUs (nested ``nn.Sequential`` allowed), in fixed point.
+
+    Holds only tensors and module-level functions, so it pickles; it keeps no reference to the
+    module it was built from (a snapshot: later changes to the weights do not reach it).
+    """
 
     def __init__(self, module: nn.Module) -> None:
         self.steps: list = []
@@ -133,7 +144,7 @@ class FixedPointSequential:
         elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             self.steps.append(FixedPointConv(module))
         elif isinstance(module, nn.GELU) and module.approximate == "none":
-            self.steps.append(lambda q: lookup("gelu", q))
+            self.steps.append(partial(lookup, "gelu"))
         elif isinstance(module, nn.ReLU):
             self.steps.append(torch.relu)
         elif isinstance(module, nn.Identity):
@@ -147,18 +158,84 @@ class FixedPointSequential:
         return q
 
 
-def fixed_point(module: nn.Module) -> FixedPointSequential:
-    """The fixed-point version of ``module``, built once and rebuilt only when its weights change.
+@dataclass
+class _Entry:
+    """A fixed-point network and the float weights it was built from."""
 
-    The cache key is each parameter's storage and version counter: an optimizer step,
-    ``load_state_dict`` or a move to another device all change it.
+    weights: list[Tensor]
+    network: FixedPointSequential
+
+
+def _same_weights(snapshot: list[Tensor], parameters: list[Tensor]) -> bool:
+    return len(snapshot) == len(parameters) and all(
+        s.device == p.device and s.dtype == p.dtype and s.shape == p.shape and torch.equal(s, p)
+        for s, p in zip(snapshot, parameters)
+    )
+
+
+class FixedPointCache:
+    """Fixed-point copies of modules, built on first use and rebuilt when their weights change.
+
+    The rule: the copy of ``module`` is reused only while every parameter of ``module`` equals,
+    bit for bit and on the same device and dtype, the snapshot of the weights it was built from
+    (checked with ``torch.equal`` on every :meth:`get`: one read of the weights, small next to
+    the convolutions it saves). Whatever changes the weights — an optimizer step,
+    ``load_state_dict``, an in-place edit under ``no_grad``, ``to()``/``cuda()``/``double()``,
+    a DDP broadcast — therefore rebuilds it; ``train()``/``eval()`` change no weight and keep
+    it. No hook, no private tensor counter: the weights themselves are the key. (The layers'
+    structure — kinds, strides, paddings — is taken as fixed, as in any trained codec.) The
+    snapshot costs one more float32 copy of those weights, next to their float64 copy.
+
+    Entries are keyed by weak references to the modules and nothing is stored on a module, so
+    the cache never keeps a module alive, never travels with a pickled, saved or copied codec
+    (the copy is a new object and builds its own entries on first use), and an entry goes when
+    its module does. Pickling the cache itself gives an empty one: entries are derived data.
     """
-    key = tuple((p.data_ptr(), p._version) for p in module.parameters())
-    cached = module.__dict__.get("_lic_fixed_point")
-    if cached is None or cached[0] != key:
-        cached = (key, FixedPointSequential(module))
-        module.__dict__["_lic_fixed_point"] = cached
-    return cached[1]
+
+    def __init__(self) -> None:
+        self._entries: weakref.WeakKeyDictionary[nn.Module, _Entry] = weakref.WeakKeyDictionary()
+
+    def get(self, module: nn.Module) -> FixedPointSequential:
+        """The fixed-point version of ``module``'s current weights."""
+        parameters = [p.detach() for p in module.parameters()]
+        entry = self._entries.get(module)
+        if entry is None or not _same_weights(entry.weights, parameters):
+            network = FixedPointSequential(module)
+            entry = _Entry(weights=[p.clone() for p in parameters], network=network)
+            self._entries[module] = entry
+        return entry.network
+
+    def discard(self, module: nn.Module) -> None:
+        """Forget ``module``'s copy (to free its memory; correctness never needs this)."""
+        self._entries.pop(module, None)
+
+    def clear(self) -> None:
+        """Forget every copy."""
+        self._entries.clear()
+
+    def __contains__(self, module: nn.Module) -> bool:
+        return module in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+
+#: The cache :func:`fixed_point` uses.
+CACHE = FixedPointCache()
+
+
+def fixed_point(module: nn.Module) -> FixedPointSequential:
+    """The fixed-point version of ``module``'s current weights, from :data:`CACHE`.
+
+    Built once and rebuilt only when the weights change (see :class:`FixedPointCache`).
+    """
+    return CACHE.get(module)
 
 
 @cache

@@ -3,11 +3,15 @@
 All modules take and return NCHW tensors. :class:`SwinV2Stage` wraps timm's
 ``SwinTransformerV2Block`` (which works on NHWC) so that attention stages can be interleaved
 with convolutions.
+
+timm is imported only when a Swin stage is built: the convolutional students (the shipped
+default codec among them) then load without it, which keeps ``lic encode`` / ``lic decode``
+about a second faster to start. (Importing lic first makes timm's torchvision import work on
+CPU torch, see :mod:`lic._compat`.)
 """
 
 from __future__ import annotations
 
-from timm.models.swin_transformer_v2 import SwinTransformerV2Block
 from torch import Tensor, nn
 
 
@@ -62,6 +66,8 @@ class SwinV2Stage(nn.Module):
     """
 
     def __init__(self, channels: int, depth: int, num_heads: int, window_size: int) -> None:
+        from timm.models.swin_transformer_v2 import SwinTransformerV2Block
+
         super().__init__()
         # input_resolution only decides whether timm shrinks the window for small inputs; with
         # the dynamic mask the real size is taken per call, so a size above the window keeps

@@ -1,13 +1,24 @@
-"""A stopwatch that codecs report into, to split coding time into its parts."""
+"""Timing: the device synchronisation every measurement needs, and a stopwatch that codecs
+report into, to split coding time into its parts."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the work queued on ``device`` to finish (CUDA runs asynchronously; CPU does not).
+
+    Call it before reading a clock around device work, or the time measured is the launch's.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class Stopwatch:
@@ -17,18 +28,14 @@ class Stopwatch:
         self.device = torch.device(device)
         self.seconds: dict[str, float] = defaultdict(float)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     @contextlib.contextmanager
     def section(self, name: str) -> Iterator[None]:
-        self._sync()
+        synchronize(self.device)
         start = time.perf_counter()
         try:
             yield
         finally:
-            self._sync()
+            synchronize(self.device)
             self.seconds[name] += time.perf_counter() - start
 
 

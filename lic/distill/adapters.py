@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from torch import Tensor, nn
 
@@ -19,14 +19,19 @@ class FeatureAdapters(nn.Module):
         teacher_channels: channels of the same taps in the teacher.
     """
 
-    def __init__(self, student_channels: Mapping[str, int], teacher_channels: Mapping[str, int]) -> None:
+    def __init__(
+        self, student_channels: Mapping[str, int], teacher_channels: Mapping[str, int]
+    ) -> None:
         super().__init__()
         missing = set(student_channels) ^ set(teacher_channels)
         if missing:
             raise ValueError(f"taps missing on one side: {sorted(missing)}")
         self.taps = list(student_channels)
         self.adapters = nn.ModuleDict(
-            {_key(t): nn.Conv2d(student_channels[t], teacher_channels[t], kernel_size=1) for t in self.taps}
+            {
+                _key(t): nn.Conv2d(student_channels[t], teacher_channels[t], kernel_size=1)
+                for t in self.taps
+            }
         )
 
     def forward(self, tap: str, feature: Tensor) -> Tensor:

@@ -7,7 +7,6 @@ teacher, and positive otherwise.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
@@ -39,7 +38,9 @@ def channel_bits(likelihoods: Tensor) -> Tensor:
     return -torch.log2(likelihoods.clamp_min(1e-9)).sum(dim=(0, 2, 3))
 
 
-def channel_weights(bits: Tensor, temperature: float | None = 1.0, top_k: int | None = None) -> Tensor:
+def channel_weights(
+    bits: Tensor, temperature: float | None = 1.0, top_k: int | None = None
+) -> Tensor:
     r"""Weights over channels from the teacher's bits per channel; they sum to one.
 
     - temperature ``τ``: :math:`w = \mathrm{softmax}(b / (τ \bar b))`, with :math:`\bar b` the mean
@@ -90,10 +91,10 @@ class EntropyWeightedChannelLoss(nn.Module):
         self.temperature = temperature
         self.top_k = top_k
 
-    def forward(self, adapted_latent: Tensor, teacher_latent: Tensor, teacher_likelihoods: Tensor) -> Tensor:
+    def forward(
+        self, adapted_latent: Tensor, teacher_latent: Tensor, teacher_likelihoods: Tensor
+    ) -> Tensor:
         weights = channel_weights(channel_bits(teacher_likelihoods), self.temperature, self.top_k)
         error = (adapted_latent - teacher_latent).pow(2).sum(dim=(0, 2, 3))
         energy = teacher_latent.pow(2).sum(dim=(0, 2, 3))
         return (weights * error / (energy + EPS)).sum()
-
-

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,31 @@ class Phase:
     channel_weight: float = 0.0
 
 
+def resolve_phases(phases: Sequence[Mapping[str, Any]], total_steps: int) -> list[dict[str, Any]]:
+    """Phase lengths from ``steps`` or ``fraction`` of ``total_steps``; the last takes the rest.
+
+    ``[{name: feature, fraction: 0.3}, {name: channel, fraction: 0.3}, {name: finetune}]`` over
+    1001 steps gives 300, 300 and 401 steps, so the phases always add up to ``total_steps``.
+
+    Raises:
+        ValueError: a phase other than the last with neither ``steps`` nor ``fraction``.
+    """
+    resolved, used = [], 0
+    for index, phase in enumerate(phases):
+        phase = dict(phase)
+        fraction = phase.pop("fraction", None)
+        if "steps" not in phase:
+            last = index == len(phases) - 1
+            if fraction is None and not last:
+                raise ValueError(
+                    f"distillation phase {phase.get('name')!r} needs steps or fraction"
+                )
+            phase["steps"] = total_steps - used if last else round(fraction * total_steps)
+        used += phase["steps"]
+        resolved.append(phase)
+    return resolved
+
+
 class PhaseSchedule:
     """Phases in order; the rate–distortion loss is on in all of them.
 
@@ -30,9 +56,20 @@ class PhaseSchedule:
     latent distillation), then ``finetune`` (rate–distortion only). Ablations are other lists:
     one phase with both weights for joint training without staging, a phase dropped, and so on.
     Steps past the end stay in the last phase.
+
+    Args:
+        phases: :class:`Phase` objects, or mappings with a phase's fields where ``fraction``
+            (of ``total_steps``) may replace ``steps`` (see :func:`resolve_phases`).
+        total_steps: the run's length; needed when a phase gives a ``fraction``.
     """
 
-    def __init__(self, phases: Sequence[Phase | dict]) -> None:
+    def __init__(
+        self, phases: Sequence[Phase | Mapping[str, Any]], total_steps: int | None = None
+    ) -> None:
+        if any(not isinstance(p, Phase) and "steps" not in p for p in phases):
+            if total_steps is None:
+                raise ValueError("phases given as fractions need total_steps")
+            phases = resolve_phases(phases, total_steps)
         self.phases = [p if isinstance(p, Phase) else Phase(**p) for p in phases]
         if not self.phases:
             raise ValueError("a schedule needs at least one phase")

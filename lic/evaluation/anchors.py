@@ -12,9 +12,9 @@ import io
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -51,7 +51,9 @@ class Anchor:
     setting_name: str = "quality"
 
 
-def _pillow(format_name: str, options: Callable[[float], dict]) -> Callable[[np.ndarray, float], Encoded]:
+def _pillow(
+    format_name: str, options: Callable[[float], dict]
+) -> Callable[[np.ndarray, float], Encoded]:
     def code(pixels: np.ndarray, setting: float) -> Encoded:
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format=format_name, **options(setting))
@@ -72,7 +74,9 @@ def _pillow_can(format_name: str) -> Callable[[], bool]:
                 return False
         from PIL import features
 
-        key = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif", "JPEG2000": "jpg_2000"}.get(format_name)
+        key = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif", "JPEG2000": "jpg_2000"}.get(
+            format_name
+        )
         return key is None or bool(features.check(key))
 
     return check
@@ -82,8 +86,10 @@ def _bpg(pixels: np.ndarray, qp: float) -> Encoded:
     with tempfile.TemporaryDirectory() as tmp:
         source, stream, output = Path(tmp, "in.png"), Path(tmp, "out.bpg"), Path(tmp, "out.png")
         Image.fromarray(pixels).save(source)
-        run = dict(check=True, capture_output=True, timeout=600)
-        subprocess.run(["bpgenc", "-f", "444", "-q", str(int(qp)), "-o", str(stream), str(source)], **run)
+        run = {"check": True, "capture_output": True, "timeout": 600}
+        subprocess.run(
+            ["bpgenc", "-f", "444", "-q", str(int(qp)), "-o", str(stream), str(source)], **run
+        )
         subprocess.run(["bpgdec", "-o", str(output), str(stream)], **run)
         with Image.open(output) as image:
             return Encoded(stream.stat().st_size, np.asarray(image.convert("RGB")).copy())
@@ -97,19 +103,50 @@ def _jpeg2000_options(bpp: float) -> dict:
 ANCHORS: dict[str, Anchor] = {
     a.name: a
     for a in [
-        Anchor("jpeg", "JPEG (libjpeg-turbo, 4:2:0)", (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95),
-               _pillow("JPEG", lambda q: {"quality": int(q)}), _pillow_can("JPEG")),
-        Anchor("webp", "WebP (libwebp)", (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
-               _pillow("WEBP", lambda q: {"quality": int(q), "method": 6}), _pillow_can("WEBP")),
-        Anchor("avif", "AVIF (libavif)", (5, 15, 25, 35, 45, 55, 65, 75, 85, 92),
-               _pillow("AVIF", lambda q: {"quality": int(q), "speed": 6, "subsampling": "4:4:4"}),
-               _pillow_can("AVIF")),
-        Anchor("jpeg2000", "JPEG 2000 (OpenJPEG)", (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0),
-               _pillow("JPEG2000", _jpeg2000_options), _pillow_can("JPEG2000"), "target bpp"),
-        Anchor("jxl", "JPEG XL (libjxl)", (5, 15, 25, 35, 45, 55, 65, 75, 85, 92),
-               _pillow("JXL", lambda q: {"quality": int(q), "effort": 7}), _pillow_can("JXL")),
-        Anchor("bpg", "BPG (4:4:4)", (51, 47, 43, 40, 37, 34, 31, 28, 25),
-               _bpg, lambda: bool(shutil.which("bpgenc") and shutil.which("bpgdec")), "qp"),
+        Anchor(
+            "jpeg",
+            "JPEG (libjpeg-turbo, 4:2:0)",
+            (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95),
+            _pillow("JPEG", lambda q: {"quality": int(q)}),
+            _pillow_can("JPEG"),
+        ),
+        Anchor(
+            "webp",
+            "WebP (libwebp)",
+            (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
+            _pillow("WEBP", lambda q: {"quality": int(q), "method": 6}),
+            _pillow_can("WEBP"),
+        ),
+        Anchor(
+            "avif",
+            "AVIF (libavif)",
+            (5, 15, 25, 35, 45, 55, 65, 75, 85, 92),
+            _pillow("AVIF", lambda q: {"quality": int(q), "speed": 6, "subsampling": "4:4:4"}),
+            _pillow_can("AVIF"),
+        ),
+        Anchor(
+            "jpeg2000",
+            "JPEG 2000 (OpenJPEG)",
+            (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0),
+            _pillow("JPEG2000", _jpeg2000_options),
+            _pillow_can("JPEG2000"),
+            "target bpp",
+        ),
+        Anchor(
+            "jxl",
+            "JPEG XL (libjxl)",
+            (5, 15, 25, 35, 45, 55, 65, 75, 85, 92),
+            _pillow("JXL", lambda q: {"quality": int(q), "effort": 7}),
+            _pillow_can("JXL"),
+        ),
+        Anchor(
+            "bpg",
+            "BPG (4:4:4)",
+            (51, 47, 43, 40, 37, 34, 31, 28, 25),
+            _bpg,
+            lambda: bool(shutil.which("bpgenc") and shutil.which("bpgdec")),
+            "qp",
+        ),
     ]
 }
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -33,7 +33,9 @@ class BDWarning(UserWarning):
     """The BD figure is computed but averages over little of the curves."""
 
 
-def _curve(rate: Sequence[float], quality: Sequence[float], label: str, method: str) -> tuple[np.ndarray, np.ndarray]:
+def _curve(
+    rate: Sequence[float], quality: Sequence[float], label: str, method: str
+) -> tuple[np.ndarray, np.ndarray]:
     r = np.asarray(rate, dtype=np.float64)
     q = np.asarray(quality, dtype=np.float64)
     if r.shape != q.shape or r.ndim != 1:
@@ -46,7 +48,9 @@ def _curve(rate: Sequence[float], quality: Sequence[float], label: str, method: 
     order = np.argsort(r)
     r, q = r[order], q[order]
     if np.any(np.diff(r) <= 0) or np.any(np.diff(q) <= 0):
-        raise ValueError(f"{label}: the curve is not strictly increasing (quality must rise with rate)")
+        raise ValueError(
+            f"{label}: the curve is not strictly increasing (quality must rise with rate)"
+        )
     return np.log(r), q
 
 

@@ -12,14 +12,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lic.codecs.timing import Stopwatch
+from lic.codecs.timing import Stopwatch, synchronize
 
 
 def test_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A deterministic photo-like image (smooth structure plus grain) in ``[0, 1]``."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(1, 3, height // 32 + 2, width // 32 + 2, generator=g)
-    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    smooth = torch.nn.functional.interpolate(
+        coarse, size=(height, width), mode="bicubic", align_corners=False
+    )
     return (smooth + 0.03 * torch.randn(1, 3, height, width, generator=g)).clamp(0, 1)
 
 
@@ -30,28 +32,25 @@ def macs_per_pixel(codec: nn.Module, image: torch.Tensor) -> float:
     return counter.get_total_flops() / 2 / (image.shape[-2] * image.shape[-1])
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bench_codec(codec: nn.Module, image: torch.Tensor, runs: int = 5, warmup: int = 1) -> dict:
     """Median latencies over ``runs`` after ``warmup`` runs; ``codec`` must be in eval mode."""
     device = next(codec.parameters()).device
     x = image.to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    samples: dict[str, list[float]] = {k: [] for k in ("encode", "encode_entropy", "decode", "decode_entropy")}
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("encode", "encode_entropy", "decode", "decode_entropy")
+    }
     num_bytes = 0
     for run in range(warmup + runs):
         enc, dec = Stopwatch(device), Stopwatch(device)
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         compressed = codec.compress(x, stopwatch=enc)
-        _sync(device)
+        synchronize(device)
         middle = time.perf_counter()
         codec.decompress(compressed, stopwatch=dec)
-        _sync(device)
+        synchronize(device)
         end = time.perf_counter()
         if run >= warmup:
             samples["encode"].append(middle - start)
@@ -80,8 +79,14 @@ def bench_codec(codec: nn.Module, image: torch.Tensor, runs: int = 5, warmup: in
     return result
 
 
-def run_benchmark(codecs: dict[str, nn.Module], height: int, width: int, device: torch.device,
-                  runs: int = 5, warmup: int = 1) -> dict:
+def run_benchmark(
+    codecs: dict[str, nn.Module],
+    height: int,
+    width: int,
+    device: torch.device,
+    runs: int = 5,
+    warmup: int = 1,
+) -> dict:
     """Benchmark every codec on the same image, in one process; ratios against the first."""
     image = test_image(height, width)
     results = {}
@@ -96,7 +101,9 @@ def run_benchmark(codecs: dict[str, nn.Module], height: int, width: int, device:
         "runs": runs,
         "warmup": warmup,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "codecs": results,
@@ -105,7 +112,10 @@ def run_benchmark(codecs: dict[str, nn.Module], height: int, width: int, device:
 
 def format_table(report: dict) -> str:
     head = f"{'codec':<22}{'params':>12}{'MAC/px':>10}{'enc s':>9}{'(net':>8}{'+ ent)':>8}{'dec s':>9}{'(net':>8}{'+ ent)':>8}{'time':>8}"
-    lines = [f"{report['size'][1]}x{report['size'][0]} on {report['device']} ({report['device_name']})", head]
+    lines = [
+        f"{report['size'][1]}x{report['size'][0]} on {report['device']} ({report['device_name']})",
+        head,
+    ]
     for label, r in report["codecs"].items():
         lines.append(
             f"{label:<22}{r['parameters']:>12,}{r['macs_per_pixel']:>10,.0f}{r['encode_s']:>9.3f}"

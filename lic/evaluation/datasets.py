@@ -25,9 +25,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lic.errors import LicError, UsageError
+from lic.files import IMAGE_SUFFIXES, list_images
 
 MARKER = ".lic-dataset.json"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
 CHUNK = 1 << 16
 
 # Kodak's sums: the shared copy's MANIFEST.tsv, cross-checked there against two repositories.
@@ -103,7 +103,9 @@ def _kodak() -> DatasetSpec:
     return DatasetSpec(
         name="kodak",
         description="Kodak Lossless True Color Image Suite: 24 PNG, 768x512 (6 portrait)",
-        files=tuple(RemoteFile(base + name, name, size, digest) for name, size, digest in KODAK_FILES),
+        files=tuple(
+            RemoteFile(base + name, name, size, digest) for name, size, digest in KODAK_FILES
+        ),
         count=24,
         image_size=(768, 512),
         images={name: digest for name, _, digest in KODAK_FILES},
@@ -117,8 +119,12 @@ CATALOG: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="tecnick",
             description="Tecnick TESTIMAGES, RGB_OR_1200x1200: the 100-image 1200x1200 RGB set of LIC papers",
-            files=(RemoteFile("https://sourceforge.net/projects/testimages/files/OLD/OLD_SAMPLING/testimages.zip/download",
-                              "testimages.zip"),),
+            files=(
+                RemoteFile(
+                    "https://sourceforge.net/projects/testimages/files/OLD/OLD_SAMPLING/testimages.zip/download",
+                    "testimages.zip",
+                ),
+            ),
             archive_members="RGB_OR_1200x1200",
             count=100,
             image_size=(1200, 1200),
@@ -127,8 +133,12 @@ CATALOG: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="clic2020-professional-valid",
             description="CLIC 2020 professional validation set: 41 PNG, up to 2048 px",
-            files=(RemoteFile("https://data.vision.ee.ethz.ch/cvl/clic/professional_valid_2020.zip",
-                              "professional_valid_2020.zip"),),
+            files=(
+                RemoteFile(
+                    "https://data.vision.ee.ethz.ch/cvl/clic/professional_valid_2020.zip",
+                    "professional_valid_2020.zip",
+                ),
+            ),
             archive_members="",
             count=41,
             notes="archive sha256 not published (CompressAI's loader records SHA-1 196a6025...)",
@@ -136,8 +146,12 @@ CATALOG: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="clic2022-test",
             description="CLIC 2022 image test set: 30 PNG, up to 2048 px",
-            files=(RemoteFile("https://storage.googleapis.com/clic2022_public/test_sets/image_test_30.zip",
-                              "image_test_30.zip"),),
+            files=(
+                RemoteFile(
+                    "https://storage.googleapis.com/clic2022_public/test_sets/image_test_30.zip",
+                    "image_test_30.zip",
+                ),
+            ),
             archive_members="",
             count=30,
             notes="address as announced for CLIC 2022; not verified from this machine (no network)",
@@ -148,14 +162,6 @@ CATALOG: dict[str, DatasetSpec] = {
 
 class DownloadError(LicError):
     """A download that failed or did not check out."""
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted), skipping hidden files."""
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
 
 
 def sha256_of(path: Path) -> str:
@@ -180,7 +186,9 @@ def load_catalog(extra: Path | None = None) -> dict[str, DatasetSpec]:
         for name, entry in entries.items():
             files = tuple(RemoteFile(**f) for f in entry.pop("files"))
             size = entry.pop("image_size", None)
-            catalog[name] = DatasetSpec(name=name, files=files, image_size=tuple(size) if size else None, **entry)
+            catalog[name] = DatasetSpec(
+                name=name, files=files, image_size=tuple(size) if size else None, **entry
+            )
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise UsageError(f"cannot read catalog {extra}: {exc}") from None
     return catalog
@@ -200,7 +208,9 @@ def _fetch(remote: RemoteFile, destination: Path, timeout: float) -> None:
     if remote.size is not None and have > remote.size:
         part.unlink()
         have = 0
-    request = urllib.request.Request(remote.url, headers={"Range": f"bytes={have}-"} if have else {})
+    request = urllib.request.Request(
+        remote.url, headers={"Range": f"bytes={have}-"} if have else {}
+    )
     if not (remote.size is not None and have == remote.size):
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -208,9 +218,17 @@ def _fetch(remote: RemoteFile, destination: Path, timeout: float) -> None:
                     have = 0
                 length = response.headers.get("Content-Length")
                 total = have + int(length) if length is not None else remote.size
-                with open(part, "ab" if have else "wb") as handle, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=remote.name, leave=False
-                ) as bar:
+                with (
+                    open(part, "ab" if have else "wb") as handle,
+                    tqdm(
+                        total=total,
+                        initial=have,
+                        unit="B",
+                        unit_scale=True,
+                        desc=remote.name,
+                        leave=False,
+                    ) as bar,
+                ):
                     for chunk in iter(lambda: response.read(CHUNK), b""):
                         handle.write(chunk)
                         bar.update(len(chunk))
@@ -221,17 +239,23 @@ def _fetch(remote: RemoteFile, destination: Path, timeout: float) -> None:
                 raise DownloadError(f"{remote.url}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DownloadError(f"{remote.url}: download interrupted ({reason}); run again to resume") from None
+            raise DownloadError(
+                f"{remote.url}: download interrupted ({reason}); run again to resume"
+            ) from None
     size = part.stat().st_size
     if remote.size is not None and size != remote.size:
         if size > remote.size:
             part.unlink()
-        raise DownloadError(f"{remote.name}: got {size} bytes, expected {remote.size}; run again to resume")
+        raise DownloadError(
+            f"{remote.name}: got {size} bytes, expected {remote.size}; run again to resume"
+        )
     if remote.sha256 is not None:
         actual = sha256_of(part)
         if actual != remote.sha256:
             part.unlink()
-            raise DownloadError(f"{remote.name}: sha256 {actual[:16]}... does not match {remote.sha256[:16]}...; removed")
+            raise DownloadError(
+                f"{remote.name}: sha256 {actual[:16]}... does not match {remote.sha256[:16]}...; removed"
+            )
     os.replace(part, destination)
 
 
@@ -256,7 +280,9 @@ def _check_images(spec: DatasetSpec, folder: Path) -> list[str]:
                 problems.append(f"{relative}: unreadable")
                 continue
             if sorted(size) != sorted(spec.image_size):
-                problems.append(f"{relative}: {size[0]}x{size[1]}, expected {spec.image_size[0]}x{spec.image_size[1]}")
+                problems.append(
+                    f"{relative}: {size[0]}x{size[1]}, expected {spec.image_size[0]}x{spec.image_size[1]}"
+                )
     return problems
 
 
@@ -301,9 +327,16 @@ def download(spec: DatasetSpec, root: Path, timeout: float = 60.0) -> Path:
         problems = _check_images(spec, staging)
         if problems:
             shutil.rmtree(downloads, ignore_errors=True)
-            raise DownloadError(f"{spec.name}: downloaded data does not check out: {'; '.join(problems[:3])}")
-        record = {"name": spec.name, "files": {p.relative_to(staging).as_posix(): sha256_of(p) for p in list_images(staging)},
-                  "source": [asdict(f) for f in spec.files]}
+            raise DownloadError(
+                f"{spec.name}: downloaded data does not check out: {'; '.join(problems[:3])}"
+            )
+        record = {
+            "name": spec.name,
+            "files": {
+                p.relative_to(staging).as_posix(): sha256_of(p) for p in list_images(staging)
+            },
+            "source": [asdict(f) for f in spec.files],
+        }
         (staging / MARKER).write_text(json.dumps(record, indent=2) + "\n")
         os.replace(staging, final)
     finally:
@@ -330,7 +363,9 @@ def verify(spec: DatasetSpec, folder: Path) -> list[str]:
     return problems
 
 
-def resolve_images(dataset: str, root: Path | None = None, shared: Path | None = None) -> tuple[str, list[Path]]:
+def resolve_images(
+    dataset: str, root: Path | None = None, shared: Path | None = None
+) -> tuple[str, list[Path]]:
     """Images of ``dataset``: a folder path, or a catalog name found under ``root`` or ``shared``."""
     candidate = Path(dataset)
     if candidate.is_dir():

@@ -10,14 +10,14 @@ from pathlib import Path
 from lic.errors import UsageError
 from lic.evaluation.bd import BDWarning, bd_psnr, bd_rate
 from lic.evaluation.metrics import ms_ssim_db
-from lic.imageio import atomic_output
+from lic.files import atomic_output
 
 
 def load_results(path: Path) -> dict:
     """A results JSON in CompressAI's shape (``name``, ``results.bpp``, ``results.psnr-rgb``...)."""
     try:
         data = json.loads(Path(path).read_text())
-        data["results"]["bpp"], data["results"]["psnr-rgb"]  # noqa: B018 - shape check
+        data["results"]["bpp"], data["results"]["psnr-rgb"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path}: not a results JSON ({type(exc).__name__}: {exc})") from None
     data.setdefault("name", Path(path).stem)
@@ -32,7 +32,9 @@ def _values(curve: dict, key: str) -> list[float] | None:
     return [float(v) for v in values]
 
 
-def _bd(anchor: dict, test: dict, key: str, transform=lambda v: v) -> tuple[float | None, float | None, str | None]:
+def _bd(
+    anchor: dict, test: dict, key: str, transform=lambda v: v
+) -> tuple[float | None, float | None, str | None]:
     a, t = _values(anchor, key), _values(test, key)
     if a is None or t is None:
         return None, None, f"no {key}"
@@ -58,18 +60,20 @@ def build_report(curves: list[dict], anchor: dict) -> list[dict]:
     for curve in curves:
         rate, quality, note = _bd(anchor, curve, "psnr-rgb")
         ms_rate, _, _ = _bd(anchor, curve, "ms-ssim-rgb", ms_ssim_db)
-        rows.append({
-            "name": curve["name"],
-            "points": len(curve["results"]["bpp"]),
-            "bd_rate_psnr": rate,
-            "bd_psnr": quality,
-            "bd_rate_ms_ssim": ms_rate,
-            "parameters": curve.get("parameters"),
-            "encoding_time": _mean(curve, "encoding_time"),
-            "decoding_time": _mean(curve, "decoding_time"),
-            "note": note,
-            "source": curve.get("source"),
-        })
+        rows.append(
+            {
+                "name": curve["name"],
+                "points": len(curve["results"]["bpp"]),
+                "bd_rate_psnr": rate,
+                "bd_psnr": quality,
+                "bd_rate_ms_ssim": ms_rate,
+                "parameters": curve.get("parameters"),
+                "encoding_time": _mean(curve, "encoding_time"),
+                "decoding_time": _mean(curve, "decoding_time"),
+                "note": note,
+                "source": curve.get("source"),
+            }
+        )
     return rows
 
 
@@ -100,7 +104,9 @@ def _markdown(rows: list[dict], anchor: dict) -> str:
     return "\n".join(lines)
 
 
-def _plot(curves: list[dict], anchor: dict, key: str, ylabel: str, path: Path, transform=lambda v: v) -> None:
+def _plot(
+    curves: list[dict], anchor: dict, key: str, ylabel: str, path: Path, transform=lambda v: v
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,8 +119,14 @@ def _plot(curves: list[dict], anchor: dict, key: str, ylabel: str, path: Path, t
         if values is None:
             continue
         style = {"linestyle": "--", "color": "black"} if curve is anchor else {}
-        axis.plot(curve["results"]["bpp"], [transform(v) for v in values], marker="o", markersize=3,
-                  label=curve["name"], **style)
+        axis.plot(
+            curve["results"]["bpp"],
+            [transform(v) for v in values],
+            marker="o",
+            markersize=3,
+            label=curve["name"],
+            **style,
+        )
         plotted += 1
     axis.set_xlabel("bits per pixel")
     axis.set_ylabel(ylabel)
@@ -122,7 +134,14 @@ def _plot(curves: list[dict], anchor: dict, key: str, ylabel: str, path: Path, t
     if plotted:
         axis.legend(fontsize=8)
     else:
-        axis.text(0.5, 0.5, f"no curve has {key} values", ha="center", va="center", transform=axis.transAxes)
+        axis.text(
+            0.5,
+            0.5,
+            f"no curve has {key} values",
+            ha="center",
+            va="center",
+            transform=axis.transAxes,
+        )
     figure.tight_layout()
     with atomic_output(path) as tmp:
         figure.savefig(tmp, format="png")
@@ -146,11 +165,22 @@ def write_report(results: list[Path], anchor: str, output: Path) -> dict:
         curves.append(anchor_curve)
     output.mkdir(parents=True, exist_ok=True)
     rows = build_report([c for c in curves if c is not anchor_curve], anchor_curve)
-    report = {"anchor": anchor_curve["name"], "anchor_source": anchor_curve.get("source"), "rows": rows}
+    report = {
+        "anchor": anchor_curve["name"],
+        "anchor_source": anchor_curve.get("source"),
+        "rows": rows,
+    }
     with atomic_output(output / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     with atomic_output(output / "report.md") as tmp:
         tmp.write_text(_markdown(rows, anchor_curve))
     _plot(curves, anchor_curve, "psnr-rgb", "PSNR (RGB) [dB]", output / "rd-psnr.png")
-    _plot(curves, anchor_curve, "ms-ssim-rgb", "MS-SSIM (RGB) [dB]", output / "rd-msssim.png", ms_ssim_db)
+    _plot(
+        curves,
+        anchor_curve,
+        "ms-ssim-rgb",
+        "MS-SSIM (RGB) [dB]",
+        output / "rd-msssim.png",
+        ms_ssim_db,
+    )
     return report

@@ -12,9 +12,9 @@ import csv
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -22,10 +22,12 @@ from tqdm import tqdm
 
 from lic import coding
 from lic.checkpoint import load_codec
+from lic.codecs.timing import synchronize
 from lic.errors import UsageError
 from lic.evaluation.anchors import Anchor, get_anchor
 from lic.evaluation.metrics import ms_ssim_rgb, psnr_rgb
-from lic.imageio import atomic_output, load_image, tensor_to_pixels
+from lic.files import atomic_output
+from lic.imageio import load_image, tensor_to_pixels
 
 RESULT_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
 
@@ -44,21 +46,32 @@ class ImageResult:
     decoding_time: float
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _images(paths: list[Path]) -> Iterable[tuple[str, np.ndarray]]:
     for path in paths:
         yield path.name, load_image(path).pixels
 
 
-def _measure(curve: str, point: str, name: str, original: np.ndarray, num_bytes: int,
-             decoded: np.ndarray, enc: float, dec: float) -> ImageResult:
+def _measure(
+    curve: str,
+    point: str,
+    name: str,
+    original: np.ndarray,
+    num_bytes: int,
+    decoded: np.ndarray,
+    enc: float,
+    dec: float,
+) -> ImageResult:
     height, width = original.shape[:2]
-    return ImageResult(curve, point, name, 8 * num_bytes / (height * width), psnr_rgb(original, decoded),
-                       ms_ssim_rgb(original, decoded), enc, dec)
+    return ImageResult(
+        curve,
+        point,
+        name,
+        8 * num_bytes / (height * width),
+        psnr_rgb(original, decoded),
+        ms_ssim_rgb(original, decoded),
+        enc,
+        dec,
+    )
 
 
 def _recorded_path(path: Path) -> str:
@@ -77,33 +90,59 @@ def _recorded_path(path: Path) -> str:
     return str(path)
 
 
-def evaluate_checkpoint(path: Path, images: list[Path], device: torch.device, curve: str | None = None,
-                        progress: tqdm | None = None) -> tuple[list[ImageResult], dict]:
+def evaluate_checkpoint(
+    path: Path,
+    images: list[Path],
+    device: torch.device,
+    curve: str | None = None,
+    progress: tqdm | None = None,
+) -> tuple[list[ImageResult], dict]:
     """Code every image with one codec checkpoint (curve name: the codec's, unless given)."""
     codec = load_codec(path, device=device)
     curve = curve or codec.codec_name
-    point = f"lmbda={codec.metadata.get('lmbda')}" if codec.metadata.get("lmbda") is not None else path.stem
+    point = (
+        f"lmbda={codec.metadata.get('lmbda')}"
+        if codec.metadata.get("lmbda") is not None
+        else path.stem
+    )
     results = []
     for name, pixels in _images(images):
         x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255).to(device)
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         data = coding.encode(codec, x)
-        _sync(device)
+        synchronize(device)
         middle = time.perf_counter()
         decoded = coding.decode(codec, data)
-        _sync(device)
+        synchronize(device)
         end = time.perf_counter()
-        results.append(_measure(curve, point, name, pixels, len(data), tensor_to_pixels(decoded),
-                                middle - start, end - middle))
+        results.append(
+            _measure(
+                curve,
+                point,
+                name,
+                pixels,
+                len(data),
+                tensor_to_pixels(decoded),
+                middle - start,
+                end - middle,
+            )
+        )
         if progress is not None:
             progress.update()
-    info = {"codec": codec.codec_name, "parameters": sum(p.numel() for p in codec.parameters()),
-            "fingerprint": codec.fingerprint, "lmbda": codec.metadata.get("lmbda"), "checkpoint": _recorded_path(path)}
+    info = {
+        "codec": codec.codec_name,
+        "parameters": sum(p.numel() for p in codec.parameters()),
+        "fingerprint": codec.fingerprint,
+        "lmbda": codec.metadata.get("lmbda"),
+        "checkpoint": _recorded_path(path),
+    }
     return results, info
 
 
-def evaluate_anchor(anchor: Anchor, images: list[Path], progress: tqdm | None = None) -> list[ImageResult]:
+def evaluate_anchor(
+    anchor: Anchor, images: list[Path], progress: tqdm | None = None
+) -> list[ImageResult]:
     """Code every image with an anchor at each of its settings."""
     results = []
     for name, pixels in _images(images):
@@ -112,8 +151,18 @@ def evaluate_anchor(anchor: Anchor, images: list[Path], progress: tqdm | None = 
             encoded = anchor.code(pixels, setting)
             elapsed = time.perf_counter() - start
             # Pillow encodes and decodes in one call; the split is not observable here.
-            results.append(_measure(anchor.label, f"{anchor.setting_name}={setting}", name, pixels,
-                                    encoded.num_bytes, encoded.decoded, elapsed, float("nan")))
+            results.append(
+                _measure(
+                    anchor.label,
+                    f"{anchor.setting_name}={setting}",
+                    name,
+                    pixels,
+                    encoded.num_bytes,
+                    encoded.decoded,
+                    elapsed,
+                    float("nan"),
+                )
+            )
             if progress is not None:
                 progress.update()
     return results
@@ -126,19 +175,35 @@ def summarize(name: str, description: str, rows: list[ImageResult], **extra) -> 
         by_point[row.point].append(row)
     points = []
     for point, members in by_point.items():
-        def mean(attr: str) -> float:
+
+        def mean(attr: str, members: list[ImageResult] = members) -> float:
             values = [getattr(m, attr) for m in members]
             finite = [v for v in values if np.isfinite(v)]
             return float(np.mean(finite)) if finite else float("nan")
 
-        points.append((mean("bpp"), point, {
-            "bpp": mean("bpp"), "psnr-rgb": mean("psnr_rgb"), "ms-ssim-rgb": mean("ms_ssim_rgb"),
-            "encoding_time": mean("encoding_time"), "decoding_time": mean("decoding_time"),
-        }))
+        points.append(
+            (
+                mean("bpp"),
+                point,
+                {
+                    "bpp": mean("bpp"),
+                    "psnr-rgb": mean("psnr_rgb"),
+                    "ms-ssim-rgb": mean("ms_ssim_rgb"),
+                    "encoding_time": mean("encoding_time"),
+                    "decoding_time": mean("decoding_time"),
+                },
+            )
+        )
     points.sort(key=lambda p: p[0])
     results = {key: [p[2][key] for p in points] for key in RESULT_KEYS}
-    return {"name": name, "description": description, "results": results,
-            "points": [p[1] for p in points], "images": len({r.image for r in rows}), **extra}
+    return {
+        "name": name,
+        "description": description,
+        "results": results,
+        "points": [p[1] for p in points],
+        "images": len({r.image for r in rows}),
+        **extra,
+    }
 
 
 def _json_safe(value):
@@ -184,21 +249,31 @@ def run_evaluation(
             infos[found[0].curve].append(info)
         for curve, members in curves.items():
             description = f"lic {infos[curve][0]['codec']} on {dataset or 'images'} ({target.type})"
-            summary = summarize(curve, description, members, parameters=infos[curve][0]["parameters"],
-                                device=str(target), checkpoints=infos[curve])
+            summary = summarize(
+                curve,
+                description,
+                members,
+                parameters=infos[curve][0]["parameters"],
+                device=str(target),
+                checkpoints=infos[curve],
+            )
             written.append(_write_json(output / f"{_slug(curve)}.json", summary))
             rows += members
         for anchor in anchor_objects:
             found = evaluate_anchor(anchor, images, progress)
-            summary = summarize(anchor.label, f"{anchor.label} through Pillow/CLI on {dataset or 'images'}", found,
-                                anchor=anchor.name, settings=list(anchor.settings))
+            summary = summarize(
+                anchor.label,
+                f"{anchor.label} through Pillow/CLI on {dataset or 'images'}",
+                found,
+                anchor=anchor.name,
+                settings=list(anchor.settings),
+            )
             written.append(_write_json(output / f"{anchor.name}.json", summary))
             rows += found
-    with atomic_output(output / "per-image.csv") as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(asdict(rows[0]).keys()))
-            writer.writeheader()
-            writer.writerows(asdict(r) for r in rows)
+    with atomic_output(output / "per-image.csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(rows[0]).keys()))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
     return written
 
 

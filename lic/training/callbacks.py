@@ -14,8 +14,11 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from lic import coding
+from lic.bitstream import short_fingerprint
 from lic.checkpoint import load_codec, save_codec, weights_fingerprint
-from lic.imageio import atomic_output, tensor_to_pixels
+from lic.files import atomic_output
+from lic.imageio import tensor_to_pixels
+from lic.paths import REAL_BITS_FILE, portable_path
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +30,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     final name, never a partial file.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as tmp:
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def _real_bits(codec: torch.nn.Module, images: list[torch.Tensor]) -> dict[str, float]:
@@ -50,7 +54,11 @@ def _real_bits(codec: torch.nn.Module, images: list[torch.Tensor]) -> dict[str, 
         mse = ((decoded - original) ** 2).mean()
         bpps.append(8 * len(data) / (x.shape[-2] * x.shape[-1]))
         psnrs.append(10 * torch.log10(torch.tensor(255.0**2 / max(mse, 1e-10))).item())
-    return {"real_bpp": sum(bpps) / len(bpps), "real_psnr": sum(psnrs) / len(psnrs), "images": len(images)}
+    return {
+        "real_bpp": sum(bpps) / len(bpps),
+        "real_psnr": sum(psnrs) / len(psnrs),
+        "images": len(images),
+    }
 
 
 class ExportCodec(pl.Callback):
@@ -63,12 +71,15 @@ class ExportCodec(pl.Callback):
 
     Args:
         path: where the codec checkpoint goes.
-        metadata: extra JSON-compatible facts for the checkpoint (experiment, data...).
+        metadata: extra JSON-compatible facts for the checkpoint (experiment, data...); the
+            ``data`` folder is recorded by :func:`lic.paths.portable_path`.
     """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.metadata = dict(metadata or {})
+        if self.metadata.get("data"):
+            self.metadata["data"] = portable_path(self.metadata["data"])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -83,16 +94,22 @@ class ExportCodec(pl.Callback):
             steps=trainer.global_step,
             **self.metadata,
         )
-        log.info("exported %s (fingerprint %s)", self.path, fingerprint[:16])
+        log.info("exported %s (fingerprint %s)", self.path, short_fingerprint(fingerprint))
         datamodule = trainer.datamodule
         val_set = getattr(datamodule, "val_set", None) if datamodule is not None else None
         if not val_set:
             return
         exported = load_codec(self.path)
-        results = {"steps": trainer.global_step, **_real_bits(exported, [val_set[i] for i in range(len(val_set))])}
+        results = {
+            "steps": trainer.global_step,
+            **_real_bits(exported, [val_set[i] for i in range(len(val_set))]),
+        }
         for logger in trainer.loggers:
-            logger.log_metrics({f"val/{k}": v for k, v in results.items() if k.startswith("real")}, step=trainer.global_step)
-        with atomic_output(self.path.with_name("real-bits.json")) as tmp:
+            logger.log_metrics(
+                {f"val/{k}": v for k, v in results.items() if k.startswith("real")},
+                step=trainer.global_step,
+            )
+        with atomic_output(self.path.with_name(REAL_BITS_FILE)) as tmp:
             tmp.write_text(json.dumps(results, indent=2) + "\n")
         print(
             f"lic: exported {self.path}: {results['real_bpp']:.4f} bpp, {results['real_psnr']:.2f} dB "
@@ -113,12 +130,19 @@ class RankAgreement(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fingerprint = weights_fingerprint(pl_module.codec, parameters_only=True)
-        code = torch.tensor([int(fingerprint[i : i + 8], 16) for i in range(0, 64, 8)], dtype=torch.int64)
+        code = torch.tensor(
+            [int(fingerprint[i : i + 8], 16) for i in range(0, 64, 8)], dtype=torch.int64
+        )
         gathered = trainer.strategy.all_gather(code.to(pl_module.device))
         rows = gathered.reshape(-1, 8).cpu().tolist()
         by_rank = ["".join(f"{v:08x}" for v in row) for row in rows]
         if trainer.is_global_zero:
             with atomic_output(self.path) as tmp:
-                tmp.write_text(json.dumps({"world_size": trainer.world_size, "fingerprints": by_rank}, indent=2) + "\n")
+                tmp.write_text(
+                    json.dumps(
+                        {"world_size": trainer.world_size, "fingerprints": by_rank}, indent=2
+                    )
+                    + "\n"
+                )
         if len(set(by_rank)) != 1:
             raise RuntimeError(f"ranks hold different weights after training: {by_rank}")

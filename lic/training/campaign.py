@@ -57,6 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from lic.errors import UsageError
+from lic.files import list_images
 from lic.training.precision import autocast_dtype
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,9 @@ class Plan:
         for spec in self.runs:
             if spec.name == name:
                 return spec
-        raise UsageError(f"plan {self.name!r} has no run {name!r}; runs: {[r.name for r in self.runs]}")
+        raise UsageError(
+            f"plan {self.name!r} has no run {name!r}; runs: {[r.name for r in self.runs]}"
+        )
 
     def run_dir(self, name: str) -> Path:
         return self.state_dir / self.name / name
@@ -191,7 +194,9 @@ def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Pl
         if spec.codec not in list_codecs():
             raise UsageError(f"{path}: run {name!r}: unknown codec {spec.codec!r}")
         if spec.teacher and not spec.phases:
-            raise UsageError(f"{path}: run {name!r} distils from {spec.teacher!r} but declares no phases")
+            raise UsageError(
+                f"{path}: run {name!r} distils from {spec.teacher!r} but declares no phases"
+            )
         runs.append(spec)
     names = {r.name for r in runs}
     for spec in runs:
@@ -199,9 +204,13 @@ def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Pl
             if other is not None and other not in names:
                 raise UsageError(f"{path}: run {spec.name!r} refers to unknown run {other!r}")
         if spec.init and spec.init not in spec.after:
-            raise UsageError(f"{path}: run {spec.name!r} starts from {spec.init!r}: list it in `after`")
+            raise UsageError(
+                f"{path}: run {spec.name!r} starts from {spec.init!r}: list it in `after`"
+            )
         if spec.teacher and spec.teacher not in spec.after:
-            raise UsageError(f"{path}: run {spec.name!r} distils from {spec.teacher!r}: list it in `after`")
+            raise UsageError(
+                f"{path}: run {spec.name!r} distils from {spec.teacher!r}: list it in `after`"
+            )
     data = raw.pop("data", {}) or {}
     template = {"shared": str(shared)}
     kodak = data.get("kodak_dir")
@@ -223,7 +232,9 @@ def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Pl
 # -- data --------------------------------------------------------------------------------------
 
 
-def split_holdout(paths: Sequence[Path], every: int, universe: Sequence[str] | None = None) -> tuple[list[Path], list[Path]]:
+def split_holdout(
+    paths: Sequence[Path], every: int, universe: Sequence[str] | None = None
+) -> tuple[list[Path], list[Path]]:
     """Training and held-out photos: every ``every``-th name of ``universe`` (sorted) is held out.
 
     ``universe`` is the full list of the folder's photo names (its ``MANIFEST.tsv``), so that a
@@ -233,7 +244,9 @@ def split_holdout(paths: Sequence[Path], every: int, universe: Sequence[str] | N
     names = sorted(universe) if universe is not None else sorted(p.name for p in paths)
     held_names = set(names[::every])
     paths = sorted(paths, key=lambda p: p.name)
-    return [p for p in paths if p.name not in held_names], [p for p in paths if p.name in held_names]
+    return [p for p in paths if p.name not in held_names], [
+        p for p in paths if p.name in held_names
+    ]
 
 
 def manifest_names(folder: Path) -> list[str] | None:
@@ -247,7 +260,9 @@ def manifest_names(folder: Path) -> list[str] | None:
 
 def training_split(plan: Plan) -> tuple[list[Path], list[Path]]:
     """The plan's training and held-out photos."""
-    return split_holdout(_photo_paths(plan.train_dir), plan.holdout_every, manifest_names(plan.train_dir))
+    return split_holdout(
+        _photo_paths(plan.train_dir), plan.holdout_every, manifest_names(plan.train_dir)
+    )
 
 
 class ResidentImages:
@@ -281,7 +296,9 @@ class ResidentImages:
 
     def sample(self, batch: int, side: int, generator: torch.Generator) -> Tensor:
         if side > self.min_side():
-            raise UsageError(f"crop {side} is larger than the smallest training photo ({self.min_side()} px)")
+            raise UsageError(
+                f"crop {side} is larger than the smallest training photo ({self.min_side()} px)"
+            )
         picks = torch.randint(0, len(self.images), (batch,), generator=generator).tolist()
         crops = []
         for index in picks:
@@ -326,7 +343,11 @@ def cpu_name() -> str:
 
 def hardware(device: torch.device, threads: int) -> dict[str, Any]:
     if device.type == "cuda":
-        return {"device": "cuda", "name": torch.cuda.get_device_name(device), "host": socket.gethostname()}
+        return {
+            "device": "cuda",
+            "name": torch.cuda.get_device_name(device),
+            "host": socket.gethostname(),
+        }
     return {"device": "cpu", "name": cpu_name(), "threads": threads, "host": socket.gethostname()}
 
 
@@ -371,7 +392,9 @@ def save_state(run_dir: Path, tensors: dict[str, dict], record: dict[str, Any]) 
             torch.save(payload, staging / filename)
             size = (staging / filename).stat().st_size
             if size > MAX_FILE_BYTES:
-                raise UsageError(f"{filename} of run {run_dir.name} is {size} bytes, over {MAX_FILE_BYTES}")
+                raise UsageError(
+                    f"{filename} of run {run_dir.name} is {size} bytes, over {MAX_FILE_BYTES}"
+                )
         (staging / "state.json").write_text(json.dumps(record, indent=1) + "\n")
         for path in staging.iterdir():
             with open(path, "rb") as handle:
@@ -397,7 +420,9 @@ def _ema_payload(ema: dict[str, Tensor], weights: dict[str, Tensor]) -> dict[str
     """
     return {
         "format": "delta-bf16",
-        "delta": {k: (v - weights[k]).to(torch.bfloat16) for k, v in ema.items() if v.is_floating_point()},
+        "delta": {
+            k: (v - weights[k]).to(torch.bfloat16) for k, v in ema.items() if v.is_floating_point()
+        },
         "exact": {k: v for k, v in ema.items() if not v.is_floating_point()},
     }
 
@@ -413,7 +438,10 @@ def load_ema(run_dir: Path) -> dict[str, Tensor]:
 
 
 def _float_state(module: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in module.state_dict().items()}
+    return {
+        k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+        for k, v in module.state_dict().items()
+    }
 
 
 def _compact_adam(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -421,7 +449,10 @@ def _compact_adam(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     state = optimizer.state_dict()
     compact = {}
     for index, entry in state["state"].items():
-        compact[index] = {"step": float(entry["step"]), "exp_avg_sq": entry["exp_avg_sq"].to(torch.bfloat16).cpu()}
+        compact[index] = {
+            "step": float(entry["step"]),
+            "exp_avg_sq": entry["exp_avg_sq"].to(torch.bfloat16).cpu(),
+        }
     return {"state": compact, "param_groups": len(state["param_groups"])}
 
 
@@ -468,7 +499,8 @@ def runnable(plan: Plan, progress: dict[str, int] | None = None) -> list[RunSpec
     return [
         spec
         for spec in plan.runs
-        if progress[spec.name] < spec.steps and all(progress[run] >= steps for run, steps in spec.after.items())
+        if progress[spec.name] < spec.steps
+        and all(progress[run] >= steps for run, steps in spec.after.items())
     ]
 
 
@@ -501,7 +533,9 @@ class RunTrainer:
             new crops rather than repeating the last slice's).
     """
 
-    def __init__(self, plan: Plan, spec: RunSpec, device: torch.device, threads: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, plan: Plan, spec: RunSpec, device: torch.device, threads: int = 1, seed: int = 0
+    ) -> None:
         from timm.utils import ModelEmaV3
 
         from lic.codecs import create_codec
@@ -516,7 +550,9 @@ class RunTrainer:
         if "slices_open" in self.record:  # the last slice was killed after a periodic save
             self.record["slices"].append(self.record.pop("slices_open"))
         if self.record["codec"] != spec.codec:
-            raise UsageError(f"run {spec.name!r} was trained as {self.record['codec']}, the plan says {spec.codec}")
+            raise UsageError(
+                f"run {spec.name!r} was trained as {self.record['codec']}, the plan says {spec.codec}"
+            )
         self.codec = create_codec(spec.codec).to(device)
         self.adapters: nn.Module | None = None
         self.teacher: nn.Module | None = None
@@ -568,12 +604,16 @@ class RunTrainer:
         self.teacher.load_state_dict(load_ema(teacher_dir))
         self.teacher.eval().requires_grad_(False)
         if math.isclose(teacher_record["lmbda"], spec.lmbda, rel_tol=1e-6) is False:
-            raise UsageError(f"run {spec.name!r} (λ={spec.lmbda}) distils from a teacher trained at λ={teacher_record['lmbda']}")
+            raise UsageError(
+                f"run {spec.name!r} (λ={spec.lmbda}) distils from a teacher trained at λ={teacher_record['lmbda']}"
+            )
         self.teacher_step = teacher_record["step"]
         self.schedule = PhaseSchedule(list(spec.phases))
         adapted = list(dict.fromkeys([*spec.taps, "y"]))
         student, teacher = self.codec.feature_channels(), self.teacher.feature_channels()
-        self.adapters = FeatureAdapters({t: student[t] for t in adapted}, {t: teacher[t] for t in adapted}).to(self.device)
+        self.adapters = FeatureAdapters(
+            {t: student[t] for t in adapted}, {t: teacher[t] for t in adapted}
+        ).to(self.device)
         self.feature_loss = FeatureAlignmentLoss()
         self.channel_loss = EntropyWeightedChannelLoss(temperature=spec.channel_temperature)
 
@@ -591,8 +631,14 @@ class RunTrainer:
             self.teacher.transform_autocast = self.transform_dtype
             teacher_out = self.teacher(batch, exact=False)
         total, terms = feds_terms(
-            phase, self.adapters, self.spec.taps, self.feature_loss, self.channel_loss,
-            output.features, teacher_out.features, teacher_out.likelihoods["y"],
+            phase,
+            self.adapters,
+            self.spec.taps,
+            self.feature_loss,
+            self.channel_loss,
+            output.features,
+            teacher_out.features,
+            teacher_out.likelihoods["y"],
         )
         return total, {k: v.detach().item() for k, v in terms.items()}
 
@@ -646,7 +692,11 @@ class RunTrainer:
         codec.transform_autocast = precision
         n = crops.shape[0]
         mse = totals["mse"] / n
-        return {"loss": totals["loss"] / n, "bpp": totals["bpp"] / n, "psnr": 10 * math.log10(1 / max(mse, 1e-12))}
+        return {
+            "loss": totals["loss"] / n,
+            "bpp": totals["bpp"] / n,
+            "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
+        }
 
     def export(self, path: Path) -> Path:
         """Write the EMA weights as a codec checkpoint (coding tables updated), for lic encode."""
@@ -657,7 +707,11 @@ class RunTrainer:
         codec.load_state_dict(_float_state(self.ema.module))
         path.parent.mkdir(parents=True, exist_ok=True)
         save_codec(
-            codec, path, lmbda=self.spec.lmbda, metric="mse", steps=self.record["step"],
+            codec,
+            path,
+            lmbda=self.spec.lmbda,
+            metric=self.loss.metric,
+            steps=self.record["step"],
             experiment=f"campaign/{self.plan.name}/{self.spec.name}",
         )
         return path
@@ -679,7 +733,14 @@ class RunTrainer:
         bpps, psnrs = [], []
         for path in paths:
             pixels = load_image(path).pixels
-            x = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255).unsqueeze(0).to(self.device)
+            x = (
+                torch.from_numpy(pixels)
+                .permute(2, 0, 1)
+                .float()
+                .div(255)
+                .unsqueeze(0)
+                .to(self.device)
+            )
             data = coding.encode(codec, x)
             decoded = tensor_to_pixels(coding.decode(codec, data))
             bpps.append(8 * len(data) / (pixels.shape[0] * pixels.shape[1]))
@@ -695,12 +756,17 @@ class RunTrainer:
         tensors = {
             "weights.pt": weights,
             "ema.pt": _ema_payload(_float_state(self.ema.module), weights["codec"]),
-            "optim.pt": {"main": _compact_adam(self.optimizer), "aux": self.aux_optimizer.state_dict()},
+            "optim.pt": {
+                "main": _compact_adam(self.optimizer),
+                "aux": self.aux_optimizer.state_dict(),
+            },
         }
         save_state(self.run_dir, tensors, self.record)
 
 
-def _add_compute(record: dict[str, Any], device: torch.device, threads: int, seconds: float) -> None:
+def _add_compute(
+    record: dict[str, Any], device: torch.device, threads: int, seconds: float
+) -> None:
     if device.type == "cuda":
         record["compute"]["gpu_hours"] += seconds / 3600
     else:
@@ -723,6 +789,8 @@ def train_slice(
     The state is saved every ``save_every`` seconds and at the end, and on SIGTERM/SIGINT after
     the current step. Returns the run's record.
     """
+    from lic.codecs.timing import synchronize
+
     spec = plan.run(run)
     torch_device = torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
@@ -740,7 +808,9 @@ def train_slice(
     images = ResidentImages(train_paths, torch_device)
     largest = max(side for _, side in spec.crops)
     if largest > images.min_side():
-        raise UsageError(f"run {run!r} crops {largest} px, more than the smallest training photo ({images.min_side()} px)")
+        raise UsageError(
+            f"run {run!r} crops {largest} px, more than the smallest training photo ({images.min_side()} px)"
+        )
     setup_seconds = time.time() - started
     record = trainer.record
     first_step = record["step"]
@@ -757,12 +827,18 @@ def train_slice(
     train_seconds = 0.0
     running: dict[str, float] = {}
     count = 0
-    log.info("run %s: step %d -> %d, %.0f s, %s", run, first_step, spec.steps, seconds, segment["name"])
+    log.info(
+        "run %s: step %d -> %d, %.0f s, %s", run, first_step, spec.steps, seconds, segment["name"]
+    )
 
     def checkpoint() -> None:
         nonlocal train_seconds
         _add_compute(record, torch_device, threads, train_seconds)
-        record["slices_open"] = {**segment, "to_step": record["step"], "train_seconds": train_seconds}
+        record["slices_open"] = {
+            **segment,
+            "to_step": record["step"],
+            "train_seconds": train_seconds,
+        }
         trainer.save()
         _add_compute(record, torch_device, threads, -train_seconds)  # re-added at the end
 
@@ -771,8 +847,7 @@ def train_slice(
             break
         tick = time.time()
         terms = trainer.step(images)
-        if torch_device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(torch_device)
         train_seconds += time.time() - tick
         if terms is not None:
             count += 1
@@ -783,7 +858,11 @@ def train_slice(
             last_save = time.time()
 
     _add_compute(record, torch_device, threads, train_seconds)
-    segment |= {"to_step": record["step"], "train_seconds": round(train_seconds, 1), "setup_seconds": round(setup_seconds, 1)}
+    segment |= {
+        "to_step": record["step"],
+        "train_seconds": round(train_seconds, 1),
+        "setup_seconds": round(setup_seconds, 1),
+    }
     record.pop("slices_open", None)
     if record["step"] > first_step:
         record["slices"].append(segment)
@@ -799,8 +878,12 @@ def train_slice(
             held = ResidentImages(held_paths)
             held_crops = held.center_crops(plan.eval_crop, plan.eval_images)
             measured["heldout"] = trainer.evaluate_crops(held_crops)
-            measured["heldout_raw"] = trainer.evaluate_crops(held_crops, ema=False)  # what the EMA buys
-            measured["train_eval"] = trainer.evaluate_crops(images.center_crops(plan.eval_crop, plan.eval_images))
+            measured["heldout_raw"] = trainer.evaluate_crops(
+                held_crops, ema=False
+            )  # what the EMA buys
+            measured["train_eval"] = trainer.evaluate_crops(
+                images.center_crops(plan.eval_crop, plan.eval_images)
+            )
             export = trainer.export((export_dir or plan.work_dir) / f"{run}.ckpt")
             kodak = trainer.evaluate_kodak(export)
             if kodak is not None:
@@ -815,9 +898,7 @@ def train_slice(
 def _photo_paths(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise UsageError(f"training folder not found: {folder}")
-    from lic.training.data import IMAGE_SUFFIXES  # the training data's one list of suffixes
-
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    paths = list_images(folder)  # the one listing rule of training and evaluation
     if not paths:
         raise UsageError(f"no photos in {folder}")
     return paths

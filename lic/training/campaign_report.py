@@ -12,7 +12,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from lic.imageio import atomic_output
+from lic.files import atomic_output
 from lic.training.campaign import Plan, iter_records
 
 #: The held-out/training gap is called growing when it rose over this many evaluations in a row...
@@ -36,19 +36,30 @@ def overfitting(evals: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     if not points:
         return {"gaps": [], "growing": False}
-    recent = [gap for _, gap, _ in points[-(GAP_WINDOW + 1):]]
+    recent = [gap for _, gap, _ in points[-(GAP_WINDOW + 1) :]]
     rising = len(recent) == GAP_WINDOW + 1 and all(b > a for a, b in pairwise(recent))
     step, gap, train = points[-1]
     growing = bool(rising and gap > GAP_FRACTION * train)
-    return {"gaps": [[s, g] for s, g, _ in points], "growing": growing, "last_gap": gap, "last_step": step,
-            "last_relative_gap": gap / train if train else math.nan}
+    return {
+        "gaps": [[s, g] for s, g, _ in points],
+        "growing": growing,
+        "last_gap": gap,
+        "last_step": step,
+        "last_relative_gap": gap / train if train else math.nan,
+    }
 
 
 def collect(plan: Plan) -> dict[str, Any]:
     runs = {}
     for spec, record in iter_records(plan):
         if record is None:
-            runs[spec.name] = {"codec": spec.codec, "lmbda": spec.lmbda, "target": spec.steps, "step": 0, "evals": []}
+            runs[spec.name] = {
+                "codec": spec.codec,
+                "lmbda": spec.lmbda,
+                "target": spec.steps,
+                "step": 0,
+                "evals": [],
+            }
             continue
         runs[spec.name] = {
             "codec": record["codec"],
@@ -88,12 +99,18 @@ def _markdown(data: dict[str, Any]) -> str:
     ]
     for name, run in data["runs"].items():
         if not run["evals"]:
-            lines.append(f"| {name} | {run['codec']} | {run['lmbda']} | {run['step']} / {run['target']} | – | – | – | – | – | – | – | not started |")
+            lines.append(
+                f"| {name} | {run['codec']} | {run['lmbda']} | {run['step']} / {run['target']} | – | – | – | – | – | – | – | not started |"
+            )
             continue
         kodak = next((e["kodak"] for e in reversed(run["evals"]) if "kodak" in e), {})
         last = next((e for e in reversed(run["evals"]) if "heldout" in e), {})
         fit = run["overfitting"]
-        gap = f"{fit['last_relative_gap']:+.1%}{' growing' if fit['growing'] else ''}" if fit["gaps"] else "–"
+        gap = (
+            f"{fit['last_relative_gap']:+.1%}{' growing' if fit['growing'] else ''}"
+            if fit["gaps"]
+            else "–"
+        )
         lines.append(
             f"| {name} | {run['codec']} | {run['lmbda']} | {run['step']} / {run['target']} | {run['images_seen']:,} "
             f"| {run['compute']['cpu_core_hours']:.2f} | {run['compute']['gpu_hours']:.2f} "
@@ -118,14 +135,24 @@ def _markdown(data: dict[str, Any]) -> str:
         for before, after in pairwise(measured):
             hours = _hours(after) - _hours(before)
             gain = after["kodak"]["psnr"] - before["kodak"]["psnr"]
-            held = (f"{before['heldout']['loss']:.3f} → {after['heldout']['loss']:.3f}"
-                    if "heldout" in before and "heldout" in after else "–")
+            held = (
+                f"{before['heldout']['loss']:.3f} → {after['heldout']['loss']:.3f}"
+                if "heldout" in before and "heldout" in after
+                else "–"
+            )
             lines.append(
                 f"| {name} | {before['step']} → {after['step']} | {hours:.2f} "
                 f"| {before['kodak']['psnr']:.2f} → {after['kodak']['psnr']:.2f} "
                 f"| {before['kodak']['bpp']:.3f} → {after['kodak']['bpp']:.3f} | {held} | {gain / hours:+.2f} |"
             )
-    lines += ["", "Hardware: " + "; ".join(f"{n}: {', '.join(r.get('hardware', [])) or '–'}" for n, r in data["runs"].items()), ""]
+    lines += [
+        "",
+        "Hardware: "
+        + "; ".join(
+            f"{n}: {', '.join(r.get('hardware', [])) or '–'}" for n, r in data["runs"].items()
+        ),
+        "",
+    ]
     lines += ["![learning curves](curves.png)", ""]
     return "\n".join(lines)
 
@@ -144,14 +171,33 @@ def _plot(data: dict[str, Any], path: Path) -> None:
             seen = [e["images_seen"] / 1e3 for e in kodak]
             axes[0, 0].plot(seen, [e["kodak"]["psnr"] for e in kodak], marker=".", label=name)
             axes[0, 1].plot(seen, [e["kodak"]["bpp"] for e in kodak], marker=".", label=name)
-            axes[1, 1].plot([e["kodak"]["bpp"] for e in kodak], [e["kodak"]["psnr"] for e in kodak], marker=".", label=name)
+            axes[1, 1].plot(
+                [e["kodak"]["bpp"] for e in kodak],
+                [e["kodak"]["psnr"] for e in kodak],
+                marker=".",
+                label=name,
+            )
         if held:
             seen = [e["images_seen"] / 1e3 for e in held]
-            line = axes[1, 0].plot(seen, [e["heldout"]["loss"] for e in held], marker=".", label=f"{name} held-out")[0]
-            axes[1, 0].plot(seen, [e["train_eval"]["loss"] for e in held], ls="--", color=line.get_color(), label=f"{name} train")
-    axes[0, 0].set(xlabel="training images seen (thousands)", ylabel="Kodak PSNR (dB)", title="quality")
+            line = axes[1, 0].plot(
+                seen, [e["heldout"]["loss"] for e in held], marker=".", label=f"{name} held-out"
+            )[0]
+            axes[1, 0].plot(
+                seen,
+                [e["train_eval"]["loss"] for e in held],
+                ls="--",
+                color=line.get_color(),
+                label=f"{name} train",
+            )
+    axes[0, 0].set(
+        xlabel="training images seen (thousands)", ylabel="Kodak PSNR (dB)", title="quality"
+    )
     axes[0, 1].set(xlabel="training images seen (thousands)", ylabel="Kodak bpp", title="rate")
-    axes[1, 0].set(xlabel="training images seen (thousands)", ylabel="RD loss (λ·255²·MSE + bpp)", title="held-out vs training photos")
+    axes[1, 0].set(
+        xlabel="training images seen (thousands)",
+        ylabel="RD loss (λ·255²·MSE + bpp)",
+        title="held-out vs training photos",
+    )
     axes[1, 0].set_yscale("log")
     axes[1, 1].set(xlabel="Kodak bpp", ylabel="Kodak PSNR (dB)", title="rate–distortion path")
     for ax in axes.flat:

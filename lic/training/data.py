@@ -1,9 +1,9 @@
 """Image folders as training and validation data.
 
 Training samples are random crops with random horizontal and vertical flips; validation
-samples are whole images (batch size 1, since sizes differ). Files are found recursively
-(``.png``, ``.jpg``, ``.jpeg``, any case) and checked once when the dataset is built, from
-their headers:
+samples are whole images (batch size 1, since sizes differ). Files are found recursively by
+:func:`lic.files.list_images` (the image suffixes lic reads, any case; hidden files skipped, as
+in evaluation) and checked once when the dataset is built, from their headers:
 
 - unreadable files are reported once (one line each) and left out;
 - images smaller than the crop in either side are left out and counted in one line (padding
@@ -25,18 +25,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lic.errors import UsageError
+from lic.files import list_images
 from lic.imageio import convert_to_rgb8
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-
-
-def find_images(root: str | os.PathLike[str]) -> list[Path]:
-    """All image files under ``root``, recursively, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"image folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def _read(path: Path) -> np.ndarray:
@@ -68,7 +60,7 @@ class ImageFolder(Dataset):
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
         self.paths: list[Path] = []
         too_small = 0
-        for path in find_images(self.root):
+        for path in list_images(self.root):
             try:
                 with Image.open(path) as image:
                     width, height = image.size
@@ -80,7 +72,9 @@ class ImageFolder(Dataset):
                 continue
             self.paths.append(path)
         if too_small:
-            log.warning("skipped %d images smaller than %dx%d in %s", too_small, crop_size, crop_size, root)
+            log.warning(
+                "skipped %d images smaller than %dx%d in %s", too_small, crop_size, crop_size, root
+            )
         if limit is not None:
             self.paths = self.paths[:limit]
         if not self.paths:
@@ -105,7 +99,9 @@ class ImageFolder(Dataset):
             except Exception as exc:  # noqa: BLE001 - reported once, then replaced
                 if path not in self._reported:
                     self._reported.add(path)
-                    log.warning("cannot decode %s (%s); using another image", path, type(exc).__name__)
+                    log.warning(
+                        "cannot decode %s (%s); using another image", path, type(exc).__name__
+                    )
         raise UsageError(f"no image in {self.root} could be decoded")
 
     def __getitem__(self, index: int) -> torch.Tensor:

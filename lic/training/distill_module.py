@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -67,8 +68,15 @@ class DistillationModule(RateDistortionModule):
                 "distil each rate point from the teacher of the same lambda"
             )
         super().__init__(
-            codec, loss, optimizer, aux_optimizer, scheduler, clip_max_norm, max_nonfinite_steps,
-            transform_precision, channels_last,
+            codec,
+            loss,
+            optimizer,
+            aux_optimizer,
+            scheduler,
+            clip_max_norm,
+            max_nonfinite_steps,
+            transform_precision,
+            channels_last,
         )
         object.__setattr__(self, "teacher", teacher)  # deliberately not a submodule
         teacher.eval().requires_grad_(False)
@@ -79,9 +87,12 @@ class DistillationModule(RateDistortionModule):
         student_channels, teacher_channels = codec.feature_channels(), teacher.feature_channels()
         unknown = set(adapted) - set(student_channels)
         if unknown:
-            raise UsageError(f"unknown feature taps {sorted(unknown)}; available: {sorted(student_channels)}")
+            raise UsageError(
+                f"unknown feature taps {sorted(unknown)}; available: {sorted(student_channels)}"
+            )
         self.adapters = FeatureAdapters(
-            {tap: student_channels[tap] for tap in adapted}, {tap: teacher_channels[tap] for tap in adapted}
+            {tap: student_channels[tap] for tap in adapted},
+            {tap: teacher_channels[tap] for tap in adapted},
         )
         self.feature_loss = FeatureAlignmentLoss()
         self.channel_loss = channel_loss or EntropyWeightedChannelLoss()
@@ -117,8 +128,14 @@ class DistillationModule(RateDistortionModule):
         with torch.no_grad():
             teacher_out = self.teacher(batch, exact=False)  # features only: the fast float path
         total, terms = feds_terms(
-            phase, self.adapters, self.taps, self.feature_loss, self.channel_loss,
-            output.features, teacher_out.features, teacher_out.likelihoods["y"],
+            phase,
+            self.adapters,
+            self.taps,
+            self.feature_loss,
+            self.channel_loss,
+            output.features,
+            teacher_out.features,
+            teacher_out.likelihoods["y"],
         )
         return total, logs | terms
 

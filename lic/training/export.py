@@ -10,7 +10,9 @@ from lic.codecs import create_codec
 from lic.errors import CheckpointError
 
 
-def export_training_checkpoint(source: str | os.PathLike[str], output: str | os.PathLike[str]) -> str:
+def export_training_checkpoint(
+    source: str | os.PathLike[str], output: str | os.PathLike[str]
+) -> str:
     """Export the codec of a :class:`RateDistortionModule` checkpoint; returns its fingerprint.
 
     The Lightning checkpoint is read with ``weights_only=True``: the module stores only plain
@@ -20,14 +22,18 @@ def export_training_checkpoint(source: str | os.PathLike[str], output: str | os.
     payload = read_plain(source)
     hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     if not hparams or "codec" not in hparams or "state_dict" not in payload:
-        raise CheckpointError(f"{source}: not a lic training checkpoint (no codec hyper-parameters)")
+        raise CheckpointError(
+            f"{source}: not a lic training checkpoint (no codec hyper-parameters)"
+        )
     codec = create_codec(hparams["codec"], **hparams.get("codec_config", {}))
     prefix = "codec."
     state = {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
     try:
         codec.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{source}: weights do not fit codec {hparams['codec']!r}: {' '.join(str(exc).split())[:300]}") from None
+        raise CheckpointError(
+            f"{source}: weights do not fit codec {hparams['codec']!r}: {' '.join(str(exc).split())[:300]}"
+        ) from None
     return save_codec(
         codec,
         output,

@@ -9,6 +9,7 @@ import torch
 from pytorch_msssim import ms_ssim
 from torch import Tensor, nn
 
+from lic.bitstream import METRICS
 from lic.codecs import CodecOutput
 
 
@@ -44,13 +45,14 @@ class RateDistortionLoss(nn.Module):
 
     Args:
         lmbda: the rate–distortion trade-off λ.
-        metric: ``"mse"`` or ``"ms-ssim"``.
+        metric: ``"mse"`` or ``"ms-ssim"`` (:data:`lic.bitstream.METRICS`).
     """
 
     def __init__(self, lmbda: float, metric: str = "mse") -> None:
         super().__init__()
-        if metric not in ("mse", "ms-ssim"):
-            raise ValueError(f"metric must be 'mse' or 'ms-ssim', got {metric!r}")
+        if metric not in METRICS:
+            known = ", ".join(map(repr, METRICS))
+            raise ValueError(f"metric must be one of {known}, got {metric!r}")
         if not lmbda > 0:
             raise ValueError(f"lambda must be positive, got {lmbda}")
         self.lmbda = float(lmbda)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -134,7 +135,9 @@ class RateDistortionModule(pl.LightningModule):
         extra, extra_logs = self.extra_loss(batch, output)
         aux_loss = self.codec.aux_loss()
         total = terms.loss + extra + aux_loss
-        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(total)), all=True)
+        finite = self.trainer.strategy.reduce_boolean_decision(
+            bool(torch.isfinite(total)), all=True
+        )
         if not finite:
             self.nonfinite_in_a_row += 1
             self.log("train/nonfinite", float(self.nonfinite_in_a_row), prog_bar=True)
@@ -149,7 +152,9 @@ class RateDistortionModule(pl.LightningModule):
         aux_optimizer.zero_grad()
         self.manual_backward(total)
         if self.clip_max_norm > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.clip_max_norm, gradient_clip_algorithm="norm")
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.clip_max_norm, gradient_clip_algorithm="norm"
+            )
         optimizer.step()
         aux_optimizer.optimizer.step()  # raw step: not counted as another global step
         scheduler = self.lr_schedulers()

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import lic
@@ -84,9 +83,9 @@ def test_swin_variants_use_timm_swin_v2_blocks() -> None:
 
 @pytest.mark.parametrize("name", lic.list_codecs())
 def test_each_codec_has_a_hydra_config_that_builds_it(name: str) -> None:
-    with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
-        cfg = compose(config_name=f"codec/{name}")
-    node = cfg.codec
+    from lic.training.recipes import compose_recipe
+
+    node = compose_recipe([f"codec={name}"], recipes=REPO / "recipes").codec
     assert node.name == name
     if name in TINY_CODECS:
         codec = instantiate(node)

@@ -13,13 +13,16 @@ from lic.distill import (
     PhaseSchedule,
     channel_bits,
     channel_weights,
+    resolve_phases,
 )
-from lic.train import resolve_phases
 
 
 def _features(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"g_a.0": torch.randn(2, 8, 16, 16, generator=g), "y": 5 * torch.randn(2, 12, 4, 4, generator=g)}
+    return {
+        "g_a.0": torch.randn(2, 8, 16, 16, generator=g),
+        "y": 5 * torch.randn(2, 12, 4, 4, generator=g),
+    }
 
 
 def test_feature_loss_is_zero_for_identical_features_and_positive_otherwise() -> None:
@@ -84,7 +87,9 @@ def test_adapters_map_student_widths_to_teacher_widths() -> None:
 
 
 def test_schedule_switches_at_the_configured_steps() -> None:
-    schedule = PhaseSchedule([Phase("feature", 3, 1.0), Phase("channel", 2, 0, 1.0), Phase("finetune", 4)])
+    schedule = PhaseSchedule(
+        [Phase("feature", 3, 1.0), Phase("channel", 2, 0, 1.0), Phase("finetune", 4)]
+    )
     names = [schedule.phase_at(step).name for step in range(11)]
     assert names == ["feature"] * 3 + ["channel"] * 2 + ["finetune"] * 6
     assert schedule.total_steps == 9
@@ -93,6 +98,22 @@ def test_schedule_switches_at_the_configured_steps() -> None:
 
 
 def test_fractions_resolve_to_steps_that_add_up() -> None:
-    phases = resolve_phases([{"name": "a", "fraction": 0.3}, {"name": "b", "fraction": 0.3}, {"name": "c", "fraction": 0.4}], 1001)
+    phases = resolve_phases(
+        [
+            {"name": "a", "fraction": 0.3},
+            {"name": "b", "fraction": 0.3},
+            {"name": "c", "fraction": 0.4},
+        ],
+        1001,
+    )
     assert [p["steps"] for p in phases] == [300, 300, 401]
     assert resolve_phases([{"name": "a", "steps": 5}], 5) == [{"name": "a", "steps": 5}]
+
+
+def test_the_schedule_resolves_fractions_itself() -> None:
+    phases = [{"name": "feature", "fraction": 0.3, "feature_weight": 1.0}, {"name": "finetune"}]
+    schedule = PhaseSchedule(phases, total_steps=101)
+    assert [p.steps for p in schedule.phases] == [30, 71] and schedule.total_steps == 101
+    assert schedule.phase_at(29).feature_weight == 1.0 and schedule.phase_at(30).name == "finetune"
+    with pytest.raises(ValueError, match="need total_steps"):
+        PhaseSchedule(phases)

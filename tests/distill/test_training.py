@@ -17,7 +17,6 @@ from lic.errors import LicError
 from lic.train import train
 from lic.training.distill_module import DistillationModule
 from lic.training.losses import RateDistortionLoss
-
 from tests.training.conftest import compose_train, small_run_overrides
 
 
@@ -39,19 +38,27 @@ def _phases_by_step(run_dir: Path, version: int = 0) -> dict[int, float]:
 
 
 def _overrides(image_folder, run_dir, teacher, steps=6, *extra) -> list[str]:
-    base = [o for o in small_run_overrides(image_folder, run_dir, steps) if not o.startswith("experiment=")]
+    base = [
+        o
+        for o in small_run_overrides(image_folder, run_dir, steps)
+        if not o.startswith("experiment=")
+    ]
     return ["experiment=feds_quick", *base, f"teacher_checkpoint={teacher}", *extra]
 
 
 def test_phases_switch_at_the_configured_steps(image_folder, teacher_checkpoint, tmp_path) -> None:
     run = tmp_path / "run"
-    train(compose_train(_overrides(image_folder, run, teacher_checkpoint)))  # 0.3/0.3/0.4 of 6 steps
+    train(
+        compose_train(_overrides(image_folder, run, teacher_checkpoint))
+    )  # 0.3/0.3/0.4 of 6 steps
     assert _phases_by_step(run) == {0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2}
     student = lic.load_codec(run / "codec.ckpt")
     assert student.codec_name == "student-tiny"  # the student is exported, not the teacher
 
 
-def test_resume_mid_phase_continues_in_the_right_phase(image_folder, teacher_checkpoint, tmp_path) -> None:
+def test_resume_mid_phase_continues_in_the_right_phase(
+    image_folder, teacher_checkpoint, tmp_path
+) -> None:
     first = tmp_path / "first"
     keep_all = ["callbacks.checkpoint.every_n_train_steps=3", "callbacks.checkpoint.save_top_k=-1"]
     train(compose_train(_overrides(image_folder, first, teacher_checkpoint, 6, *keep_all)))
@@ -59,7 +66,11 @@ def test_resume_mid_phase_continues_in_the_right_phase(image_folder, teacher_che
     saved = torch.load(middle, map_location="cpu", weights_only=True)
     assert saved["global_step"] == 3 and saved["lic_phase"] == "channel"
     # Resume the same run from its middle checkpoint (a second log version records it).
-    train(compose_train(_overrides(image_folder, first, teacher_checkpoint, 6, *keep_all, f"resume={middle}")))
+    train(
+        compose_train(
+            _overrides(image_folder, first, teacher_checkpoint, 6, *keep_all, f"resume={middle}")
+        )
+    )
     assert _phases_by_step(first, version=1) == {3: 1, 4: 2, 5: 2}
     assert torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
 
@@ -79,8 +90,15 @@ def test_teacher_is_frozen_and_unchanged(teacher_checkpoint, tmp_path) -> None:
     assert not any(name.startswith("teacher") for name, _ in module.named_parameters())
     student_before = weights_fingerprint(module.codec)
     data = DataLoader([torch.rand(3, 64, 64) for _ in range(8)], batch_size=2)
-    trainer = pl.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, train_dataloaders=data)
     assert trainer.global_step == 4
     assert weights_fingerprint(teacher) == before and not teacher.training
@@ -91,6 +109,10 @@ def test_teacher_is_frozen_and_unchanged(teacher_checkpoint, tmp_path) -> None:
 
 def test_teacher_of_another_lambda_is_refused(teacher_checkpoint, image_folder, tmp_path) -> None:
     with pytest.raises(LicError, match="lambda=0.013, this run uses lambda=0.0067"):
-        train(compose_train(_overrides(image_folder, tmp_path, teacher_checkpoint, 6, "loss.lmbda=0.0067")))
+        train(
+            compose_train(
+                _overrides(image_folder, tmp_path, teacher_checkpoint, 6, "loss.lmbda=0.0067")
+            )
+        )
     with pytest.raises(LicError, match="teacher_checkpoint=PATH"):
         train(compose_train(_overrides(image_folder, tmp_path, "null")))

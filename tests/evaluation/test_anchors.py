@@ -11,7 +11,6 @@ from PIL import Image
 from lic.errors import UsageError
 from lic.evaluation.anchors import ANCHORS, get_anchor
 from lic.evaluation.metrics import ms_ssim_rgb, psnr_rgb
-
 from tests.images import gradient
 
 PILLOW_ANCHORS = ["jpeg", "webp", "avif", "jpeg2000", "jxl"]

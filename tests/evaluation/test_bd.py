@@ -20,7 +20,6 @@ import warnings
 import pytest
 
 from lic.evaluation.bd import BDWarning, bd_psnr, bd_rate
-
 from tests.conftest import shared_root
 
 # FAU bjontegaard README example (x265, two presets); anchor first.
@@ -31,12 +30,18 @@ PSNR_T = [40.121, 38.651, 36.970, 34.987]
 
 
 def test_pchip_matches_the_jvet_excel_reproduction() -> None:
-    bjontegaard = pytest.importorskip("bjontegaard", reason="the bjontegaard package is a dev dependency")
+    bjontegaard = pytest.importorskip(
+        "bjontegaard", reason="the bjontegaard package is a dev dependency"
+    )
     for method in ("pchip", "cubic"):
         expected_rate = bjontegaard.bd_rate(RATE_A, PSNR_A, RATE_T, PSNR_T, method=method)
         expected_psnr = bjontegaard.bd_psnr(RATE_A, PSNR_A, RATE_T, PSNR_T, method=method)
-        assert bd_rate(RATE_A, PSNR_A, RATE_T, PSNR_T, method) == pytest.approx(expected_rate, abs=1e-8)
-        assert bd_psnr(RATE_A, PSNR_A, RATE_T, PSNR_T, method) == pytest.approx(expected_psnr, abs=1e-8)
+        assert bd_rate(RATE_A, PSNR_A, RATE_T, PSNR_T, method) == pytest.approx(
+            expected_rate, abs=1e-8
+        )
+        assert bd_psnr(RATE_A, PSNR_A, RATE_T, PSNR_T, method) == pytest.approx(
+            expected_psnr, abs=1e-8
+        )
     # The values themselves, so the test stands without the package too.
     assert bd_rate(RATE_A, PSNR_A, RATE_T, PSNR_T) == pytest.approx(-4.4175, abs=1e-4)
     assert bd_psnr(RATE_A, PSNR_A, RATE_T, PSNR_T) == pytest.approx(0.1197, abs=1e-4)
@@ -60,7 +65,9 @@ def _curve(relative: str) -> dict:
         ("compressai/kodak/compressai-bmshj2018-hyperprior_mse_cpu.json", 30.5, 0.05),
     ],
 )
-def test_published_bd_rates_against_vtm_on_kodak(relative: str, expected: float, tolerance: float) -> None:
+def test_published_bd_rates_against_vtm_on_kodak(
+    relative: str, expected: float, tolerance: float
+) -> None:
     vtm = _curve("compressai/kodak/vtm.json")
     test = _curve(relative)
     with warnings.catch_warnings():
@@ -80,7 +87,9 @@ def test_points_are_sorted_before_use() -> None:
     order = [2, 0, 3, 1]
     shuffled_rate = [RATE_T[i] for i in order]
     shuffled_psnr = [PSNR_T[i] for i in order]
-    assert bd_rate(RATE_A, PSNR_A, shuffled_rate, shuffled_psnr) == pytest.approx(bd_rate(RATE_A, PSNR_A, RATE_T, PSNR_T))
+    assert bd_rate(RATE_A, PSNR_A, shuffled_rate, shuffled_psnr) == pytest.approx(
+        bd_rate(RATE_A, PSNR_A, RATE_T, PSNR_T)
+    )
 
 
 def test_bad_curves_give_clear_errors() -> None:

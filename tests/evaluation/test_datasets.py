@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import zipfile
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -15,18 +16,27 @@ from PIL import Image
 
 from lic.cli import main
 from lic.evaluation import datasets
-from lic.evaluation.datasets import CATALOG, DatasetSpec, DownloadError, RemoteFile, download, verify
+from lic.evaluation.datasets import (
+    CATALOG,
+    DatasetSpec,
+    DownloadError,
+    RemoteFile,
+    download,
+    verify,
+)
+from lic.files import list_images
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    cut_after: dict[str, int] = {}  # path -> bytes served before dropping, once
-    requests: list[tuple[str, str | None]] = []
+    # Shared by every request of the loopback server (class state on purpose).
+    files: ClassVar[dict[str, bytes]] = {}
+    cut_after: ClassVar[dict[str, int]] = {}  # path -> bytes served before dropping, once
+    requests: ClassVar[list[tuple[str, str | None]]] = []
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         data = self.files.get(self.path)
         self.requests.append((self.path, self.headers.get("Range")))
         if data is None:
@@ -79,10 +89,12 @@ def _archive(count: int, folder: str = "set/images") -> bytes:
 def _files_spec(base: str, count: int = 3) -> tuple[DatasetSpec, dict[str, bytes]]:
     blobs = {f"/img{i}.png": _png(i) for i in range(count)}
     files = tuple(
-        RemoteFile(base + path, path[1:], len(b), hashlib.sha256(b).hexdigest()) for path, b in blobs.items()
+        RemoteFile(base + path, path[1:], len(b), hashlib.sha256(b).hexdigest())
+        for path, b in blobs.items()
     )
-    spec = DatasetSpec("toy", "toy", files, count, image_size=(48, 32),
-                       images={f.name: f.sha256 for f in files})
+    spec = DatasetSpec(
+        "toy", "toy", files, count, image_size=(48, 32), images={f.name: f.sha256 for f in files}
+    )
     return spec, blobs
 
 
@@ -102,7 +114,7 @@ def test_files_download_and_verify(server, tmp_path) -> None:
     spec, blobs = _files_spec(base)
     handler.files.update(blobs)
     folder = download(spec, tmp_path)
-    assert sorted(p.name for p in datasets.list_images(folder)) == ["img0.png", "img1.png", "img2.png"]
+    assert sorted(p.name for p in list_images(folder)) == ["img0.png", "img1.png", "img2.png"]
     assert (folder / datasets.MARKER).is_file() and verify(spec, folder) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]  # no leftovers
     (folder / "img1.png").write_bytes(_png(99))
@@ -140,15 +152,21 @@ def test_tampered_download_leaves_nothing_complete(server, tmp_path) -> None:
 def test_archive_download_extracts_atomically_and_counts(server, tmp_path) -> None:
     base, handler = server
     handler.files["/set.zip"] = _archive(4)
-    spec = DatasetSpec("zipped", "zipped", (RemoteFile(base + "/set.zip", "set.zip"),), 4, archive_members="images")
+    spec = DatasetSpec(
+        "zipped", "zipped", (RemoteFile(base + "/set.zip", "set.zip"),), 4, archive_members="images"
+    )
     folder = download(spec, tmp_path)
-    assert len(datasets.list_images(folder)) == 4 and verify(spec, folder) == []
-    short = DatasetSpec("short", "short", (RemoteFile(base + "/set.zip", "set.zip"),), 5, archive_members="images")
+    assert len(list_images(folder)) == 4 and verify(spec, folder) == []
+    short = DatasetSpec(
+        "short", "short", (RemoteFile(base + "/set.zip", "set.zip"),), 5, archive_members="images"
+    )
     with pytest.raises(DownloadError, match="4 images, expected 5"):
         download(short, tmp_path)
     assert not (tmp_path / "short").exists()
     handler.files["/bad.zip"] = b"PK not really a zip"
-    bad = DatasetSpec("bad", "bad", (RemoteFile(base + "/bad.zip", "bad.zip"),), 1, archive_members="")
+    bad = DatasetSpec(
+        "bad", "bad", (RemoteFile(base + "/bad.zip", "bad.zip"),), 1, archive_members=""
+    )
     with pytest.raises(DownloadError, match="not a valid zip"):
         download(bad, tmp_path)
     assert not (tmp_path / "bad").exists()
@@ -159,10 +177,21 @@ def test_cli_download_list_verify_with_a_catalog_file(server, tmp_path, capsys) 
     spec, blobs = _files_spec(base)
     handler.files.update(blobs)
     catalog = tmp_path / "catalog.json"
-    catalog.write_text(json.dumps({"toy": {
-        "description": "toy set", "count": 3, "image_size": [48, 32],
-        "files": [{"url": f.url, "name": f.name, "size": f.size, "sha256": f.sha256} for f in spec.files],
-    }}))
+    catalog.write_text(
+        json.dumps(
+            {
+                "toy": {
+                    "description": "toy set",
+                    "count": 3,
+                    "image_size": [48, 32],
+                    "files": [
+                        {"url": f.url, "name": f.name, "size": f.size, "sha256": f.sha256}
+                        for f in spec.files
+                    ],
+                }
+            }
+        )
+    )
     root = tmp_path / "data"
     args = ["--root", str(root), "--catalog", str(catalog)]
     assert main(["datasets", "download", "toy", *args]) == 0

@@ -13,7 +13,12 @@ from lic.evaluation.report import write_report
 
 
 def _results(path, name: str, bpp, psnr, msssim=None, **extra) -> str:
-    results = {"bpp": bpp, "psnr-rgb": psnr, "encoding_time": [0.1] * len(bpp), "decoding_time": [0.2] * len(bpp)}
+    results = {
+        "bpp": bpp,
+        "psnr-rgb": psnr,
+        "encoding_time": [0.1] * len(bpp),
+        "decoding_time": [0.2] * len(bpp),
+    }
     if msssim:
         results["ms-ssim-rgb"] = msssim
     path.write_text(json.dumps({"name": name, "description": name, "results": results, **extra}))
@@ -21,10 +26,21 @@ def _results(path, name: str, bpp, psnr, msssim=None, **extra) -> str:
 
 
 def test_report_from_fixture_results(tmp_path) -> None:
-    anchor = _results(tmp_path / "a.json", "Anchor", [0.25, 0.5, 1.0, 2.0], [28.0, 31.0, 34.0, 37.0],
-                      [0.90, 0.94, 0.97, 0.985])
-    better = _results(tmp_path / "b.json", "Better", [0.2, 0.4, 0.8, 1.6], [28.0, 31.0, 34.0, 37.0],
-                      [0.90, 0.94, 0.97, 0.985], parameters=1234)
+    anchor = _results(
+        tmp_path / "a.json",
+        "Anchor",
+        [0.25, 0.5, 1.0, 2.0],
+        [28.0, 31.0, 34.0, 37.0],
+        [0.90, 0.94, 0.97, 0.985],
+    )
+    better = _results(
+        tmp_path / "b.json",
+        "Better",
+        [0.2, 0.4, 0.8, 1.6],
+        [28.0, 31.0, 34.0, 37.0],
+        [0.90, 0.94, 0.97, 0.985],
+        parameters=1234,
+    )
     out = tmp_path / "report"
     report = write_report([tmp_path / "a.json", tmp_path / "b.json"], "Anchor", out)
     (row,) = report["rows"]
@@ -37,7 +53,7 @@ def test_report_from_fixture_results(tmp_path) -> None:
     for plot in ("rd-psnr.png", "rd-msssim.png"):
         with Image.open(out / plot) as image:
             assert image.format == "PNG" and image.size[0] > 400
-    assert anchor and better
+    assert report["anchor_source"] == anchor and row["source"] == better  # each curve's file
 
 
 def test_report_with_a_published_anchor_file(tmp_path, capsys) -> None:
@@ -49,51 +65,114 @@ def test_report_with_a_published_anchor_file(tmp_path, capsys) -> None:
     assert main(["report", ours, "--anchor", "Nope", "-o", str(tmp_path / "r2")]) == 2
     assert "neither a curve" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
-    assert main(["report", str(tmp_path / "bad.json"), "--anchor", "x", "-o", str(tmp_path / "r3")]) == 2
+    assert (
+        main(["report", str(tmp_path / "bad.json"), "--anchor", "x", "-o", str(tmp_path / "r3")])
+        == 2
+    )
 
 
 def test_evaluate_on_kodak_then_report(kodak_dir, tiny_checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "eval"
-    argv = ["evaluate", "--dataset", str(kodak_dir), "--limit", "2", "--checkpoint", str(tiny_checkpoint),
-            "--anchors", "jpeg", "-o", str(out)]
+    argv = [
+        "evaluate",
+        "--dataset",
+        str(kodak_dir),
+        "--limit",
+        "2",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--anchors",
+        "jpeg",
+        "-o",
+        str(out),
+    ]
     assert main(argv) == 0
     ours = json.loads((out / "student-tiny.json").read_text())
     jpeg = json.loads((out / "jpeg.json").read_text())
     assert ours["images"] == 2 and len(ours["results"]["bpp"]) == 1
     assert ours["parameters"] > 0 and ours["results"]["encoding_time"][0] > 0
-    assert len(jpeg["results"]["bpp"]) == 13 and jpeg["results"]["bpp"] == sorted(jpeg["results"]["bpp"])
+    assert len(jpeg["results"]["bpp"]) == 13 and jpeg["results"]["bpp"] == sorted(
+        jpeg["results"]["bpp"]
+    )
     with open(out / "per-image.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 + 2 * 13
     stream_bpp = [float(r["bpp"]) for r in rows if r["curve"] == "student-tiny"]
     assert ours["results"]["bpp"][0] == pytest.approx(sum(stream_bpp) / 2)
-    assert main(["report", str(out / "jpeg.json"), str(out / "student-tiny.json"), "--anchor",
-                 "JPEG (libjpeg-turbo, 4:2:0)", "-o", str(out / "report")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(out / "jpeg.json"),
+                str(out / "student-tiny.json"),
+                "--anchor",
+                "JPEG (libjpeg-turbo, 4:2:0)",
+                "-o",
+                str(out / "report"),
+            ]
+        )
+        == 0
+    )
     assert (out / "report" / "rd-psnr.png").is_file()
 
 
 def test_evaluate_errors(tmp_path, tiny_checkpoint, capsys) -> None:
-    assert main(["evaluate", "--dataset", str(tmp_path / "none"), "--anchors", "jpeg", "-o", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                str(tmp_path / "none"),
+                "--anchors",
+                "jpeg",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "not found" in capsys.readouterr().err
     Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
     import torch
 
     if not torch.cuda.is_available():
-        argv = ["evaluate", "--dataset", str(tmp_path), "--checkpoint", str(tiny_checkpoint), "--device", "cuda",
-                "-o", str(tmp_path / "o")]
+        argv = [
+            "evaluate",
+            "--dataset",
+            str(tmp_path),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--device",
+            "cuda",
+            "-o",
+            str(tmp_path / "o"),
+        ]
         assert main(argv) == 2
         assert "no CUDA device" in capsys.readouterr().err
 
 
 def test_bench_side_by_side(tiny_checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "bench.json"
-    argv = ["bench", "--codec", "teacher-tiny", "--checkpoint", str(tiny_checkpoint), "--size", "128x64",
-            "--runs", "1", "-o", str(out)]
+    argv = [
+        "bench",
+        "--codec",
+        "teacher-tiny",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--size",
+        "128x64",
+        "--runs",
+        "1",
+        "-o",
+        str(out),
+    ]
     assert main(argv) == 0
     report = json.loads(out.read_text())
     student = report["codecs"][f"student-tiny ({tiny_checkpoint.name})"]
     teacher = report["codecs"]["teacher-tiny"]
-    assert student["time_ratio"] == 1.0 and student["parameter_ratio"] == 1.0  # checkpoints come first
+    assert (
+        student["time_ratio"] == 1.0 and student["parameter_ratio"] == 1.0
+    )  # checkpoints come first
     assert teacher["parameter_ratio"] > 1
     for r in (teacher, student):
         assert r["macs_per_pixel"] > 0 and r["encode_entropy_s"] > 0 and r["decode_network_s"] > 0

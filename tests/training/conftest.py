@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from lic.training.recipes import compose_recipe
 from tests.conftest import REPO
 
 RECIPES = REPO / "recipes"
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=False)
+    return compose_recipe(overrides, recipes=RECIPES)
 
 
 def small_run_overrides(image_folder: Path, run_dir: Path, steps: int = 6) -> list[str]:

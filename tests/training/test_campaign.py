@@ -79,7 +79,16 @@ def _load(setup_paths) -> cp.Plan:
 
 
 def test_plan_schedules() -> None:
-    spec = cp.RunSpec("r", "student-tiny", 0.01, 100, lr=1e-3, warmup=10, decay_from=80, crops=((0, 64), (50, 128)))
+    spec = cp.RunSpec(
+        "r",
+        "student-tiny",
+        0.01,
+        100,
+        lr=1e-3,
+        warmup=10,
+        decay_from=80,
+        crops=((0, 64), (50, 128)),
+    )
     assert spec.lr_at(0) == pytest.approx(1e-5)
     assert spec.lr_at(5) < spec.lr_at(9) < spec.lr_at(10) == pytest.approx(1e-3)
     assert spec.lr_at(79) == pytest.approx(1e-3) and spec.lr_at(80) == pytest.approx(1e-4)
@@ -196,7 +205,9 @@ def test_feds_run_waits_for_and_distils_from_its_teacher(setup) -> None:
 
 def test_a_codec_change_is_refused(setup) -> None:
     plan_path, shared, state = setup
-    cp.train_slice(cp.load_plan(plan_path, shared, state), "teacher", seconds=60, max_steps=1, evaluate=False)
+    cp.train_slice(
+        cp.load_plan(plan_path, shared, state), "teacher", seconds=60, max_steps=1, evaluate=False
+    )
     plan_path.write_text(PLAN.replace("codec: teacher-tiny", "codec: student-tiny"))
     with pytest.raises(UsageError, match="was trained as teacher-tiny"):
         cp.train_slice(cp.load_plan(plan_path, shared, state), "teacher", seconds=60, max_steps=1)
@@ -219,7 +230,10 @@ def test_transform_autocast_keeps_the_entropy_model_in_float32() -> None:
 
 def test_overfitting_is_flagged_when_the_gap_grows() -> None:
     def evals(gaps):
-        return [{"step": i, "heldout": {"loss": 1.0 + g}, "train_eval": {"loss": 1.0}} for i, g in enumerate(gaps)]
+        return [
+            {"step": i, "heldout": {"loss": 1.0 + g}, "train_eval": {"loss": 1.0}}
+            for i, g in enumerate(gaps)
+        ]
 
     assert not overfitting(evals([0.01, 0.0, 0.02, 0.01]))["growing"]
     assert not overfitting(evals([0.001, 0.002, 0.003, 0.004]))["growing"]  # rising but tiny
@@ -246,15 +260,41 @@ def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
 
 def _script(setup_paths, *args: str, **kwargs) -> subprocess.Popen:
     plan, shared, state = setup_paths
-    command = [sys.executable, str(SCRIPT), "--plan", str(plan), "--shared", str(shared), "--state-dir", str(state), *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, **kwargs)
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--plan",
+        str(plan),
+        "--shared",
+        str(shared),
+        "--state-dir",
+        str(state),
+        *args,
+    ]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, **kwargs
+    )
 
 
 def test_the_campaign_stops_at_its_budget_with_state_saved(setup) -> None:
     plan = _load(setup)
     started = time.time()
-    process = _script(setup, "run", "--minutes", "0.75", "--margin", "0", "--min-slice-minutes", "0.05",
-                      "--poll", "0.2", "--jobs", "2", "--cores", "2")
+    process = _script(
+        setup,
+        "run",
+        "--minutes",
+        "0.75",
+        "--margin",
+        "0",
+        "--min-slice-minutes",
+        "0.05",
+        "--poll",
+        "0.2",
+        "--jobs",
+        "2",
+        "--cores",
+        "2",
+    )
     out, err = process.communicate(timeout=240)
     assert process.returncode == 0, err
     progress = cp.run_progress(plan)
@@ -268,12 +308,32 @@ def test_the_campaign_stops_at_its_budget_with_state_saved(setup) -> None:
 def test_sigterm_ends_a_slice_with_its_state_saved(setup, tmp_path: Path) -> None:
     plan, shared, state = setup
     log = tmp_path / "worker.log"
-    command = [sys.executable, str(SCRIPT), "--plan", str(plan), "--shared", str(shared), "--state-dir", str(state),
-               "worker", "--run", "scratch", "--seconds", "300", "--no-eval"]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--plan",
+        str(plan),
+        "--shared",
+        str(shared),
+        "--state-dir",
+        str(state),
+        "worker",
+        "--run",
+        "scratch",
+        "--seconds",
+        "300",
+        "--no-eval",
+    ]
     with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=handle, text=True, cwd=REPO)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=handle, text=True, cwd=REPO
+        )
         deadline = time.time() + 120
-        while time.time() < deadline and "run scratch: step 0" not in log.read_text() and process.poll() is None:
+        while (
+            time.time() < deadline
+            and "run scratch: step 0" not in log.read_text()
+            and process.poll() is None
+        ):
             time.sleep(0.2)
         time.sleep(2)  # some steps
         process.send_signal(signal.SIGTERM)
@@ -284,7 +344,9 @@ def test_sigterm_ends_a_slice_with_its_state_saved(setup, tmp_path: Path) -> Non
     assert json.loads(out.strip().splitlines()[-1])["step"] == record["step"]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
 def test_cuda_without_cuda_is_a_one_line_error(setup) -> None:
     process = _script(setup, "run", "--minutes", "1", "--device", "cuda")
     _, err = process.communicate(timeout=120)
@@ -293,7 +355,9 @@ def test_cuda_without_cuda_is_a_one_line_error(setup) -> None:
 
 
 def test_the_shipped_plan_loads(tmp_path: Path) -> None:
-    plan = cp.load_plan(REPO / "recipes" / "campaign" / "default.yaml", tmp_path, tmp_path / "state")
+    plan = cp.load_plan(
+        REPO / "recipes" / "campaign" / "default.yaml", tmp_path, tmp_path / "state"
+    )
     names = [r.name for r in plan.runs]
     assert {"teacher", "student-scratch", "student-feds"} <= set(names)
     teacher, scratch = plan.run("teacher"), plan.run("student-scratch")

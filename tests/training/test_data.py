@@ -11,14 +11,15 @@ import torch
 from PIL import Image
 
 from lic.errors import UsageError
-from lic.training.data import ImageDataModule, ImageFolder, find_images
+from lic.files import list_images
+from lic.training.data import ImageDataModule, ImageFolder
 
 
 def test_finds_png_and_jpeg_recursively(image_folder) -> None:
-    names = [p.name for p in find_images(image_folder)]
+    names = [p.name for p in list_images(image_folder)]
     assert len(names) == 12
     assert any(n.endswith(".JPG") for n in names) and any(n.endswith(".png") for n in names)
-    assert any(p.parent.name == "nested" for p in find_images(image_folder))
+    assert any(p.parent.name == "nested" for p in list_images(image_folder))
 
 
 def test_random_crops_and_whole_images(image_folder) -> None:
@@ -71,7 +72,9 @@ def test_empty_or_missing_folders_are_clear_errors(tmp_path) -> None:
 
 
 def test_datamodule_batches(image_folder) -> None:
-    dm = ImageDataModule(str(image_folder), str(image_folder), crop_size=64, batch_size=4, num_workers=0, val_limit=2)
+    dm = ImageDataModule(
+        str(image_folder), str(image_folder), crop_size=64, batch_size=4, num_workers=0, val_limit=2
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (4, 3, 64, 64)
@@ -85,10 +88,15 @@ def test_cache_decodes_each_image_once_and_changes_nothing(image_folder, monkeyp
     calls = []
     real_read = data._read
     monkeypatch.setattr(data, "_read", lambda path: calls.append(path) or real_read(path))
-    cached, plain = ImageFolder(image_folder, crop_size=64, cache=True), ImageFolder(image_folder, crop_size=64)
+    cached, plain = (
+        ImageFolder(image_folder, crop_size=64, cache=True),
+        ImageFolder(image_folder, crop_size=64),
+    )
     for index in [0, 1, 0, 1, 0]:
         torch.manual_seed(index)
         a = cached[index]
         torch.manual_seed(index)
         assert torch.equal(a, plain[index])
-    assert calls.count(cached.paths[0]) == 1 + 3  # cached once; the plain folder read it three times
+    assert (
+        calls.count(cached.paths[0]) == 1 + 3
+    )  # cached once; the plain folder read it three times

@@ -6,17 +6,18 @@ import pytest
 from hydra.utils import instantiate
 
 import lic
-from lic.train import _distillation_module
+from lic.train import build_model
 from lic.training.distill_module import DistillationModule
 from lic.training.module import RateDistortionModule
-
 from tests.training.conftest import RECIPES, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (RECIPES / "experiment").glob("*.yaml"))
 
 
 def test_the_required_experiments_exist() -> None:
-    assert {"quick", "teacher", "student", "feds", "feds_quick", "teacher_quick"} <= set(EXPERIMENTS)
+    assert {"quick", "teacher", "student", "feds", "feds_quick", "teacher_quick"} <= set(
+        EXPERIMENTS
+    )
     assert {"feds_feature_only", "feds_channel_only", "feds_joint", "feds_swin"} <= set(EXPERIMENTS)
 
 
@@ -28,20 +29,26 @@ def teacher_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes_and_instantiates(experiment: str, tmp_path, teacher_checkpoint) -> None:
+def test_experiment_composes_and_instantiates(
+    experiment: str, tmp_path, teacher_checkpoint
+) -> None:
     cfg = compose_train(
-        [f"experiment={experiment}", f"run_dir={tmp_path}", "trainer.accelerator=cpu", "trainer.devices=1",
-         f"teacher_checkpoint={teacher_checkpoint}"]
+        [
+            f"experiment={experiment}",
+            f"run_dir={tmp_path}",
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            f"teacher_checkpoint={teacher_checkpoint}",
+        ]
     )
     assert cfg.name == experiment
     assert str(tmp_path) in cfg.callbacks.export.path
-    codec = instantiate(cfg.codec)
+    module = build_model(cfg)
     if cfg.get("distill"):
-        module = _distillation_module(cfg, codec, instantiate(cfg.loss), instantiate(cfg.optim))
         assert isinstance(module, DistillationModule)
         assert module.schedule.total_steps == cfg.trainer.max_steps
     else:
-        module = RateDistortionModule(codec=codec, loss=instantiate(cfg.loss), **instantiate(cfg.optim))
+        assert type(module) is RateDistortionModule
     assert module.hparams["codec"] == cfg.codec.name
     datamodule = instantiate(cfg.data)
     assert datamodule.crop_size == cfg.data.crop_size
@@ -55,7 +62,17 @@ def test_experiment_composes_and_instantiates(experiment: str, tmp_path, teacher
 
 def test_groups_mirror_the_package() -> None:
     groups = {p.name for p in RECIPES.iterdir() if p.is_dir()}
-    assert {"codec", "data", "loss", "optim", "trainer", "callbacks", "logger", "distill", "experiment"} <= groups
+    assert {
+        "codec",
+        "data",
+        "loss",
+        "optim",
+        "trainer",
+        "callbacks",
+        "logger",
+        "distill",
+        "experiment",
+    } <= groups
 
 
 def test_experiments_only_override_defaults() -> None:

@@ -22,7 +22,6 @@ from lic.cli import main as lic_main
 from lic.train import train
 from lic.training.losses import RateDistortionLoss
 from lic.training.module import NonFiniteLossError, RateDistortionModule
-
 from tests.conftest import REPO
 from tests.training.conftest import compose_train, small_run_overrides
 
@@ -70,21 +69,31 @@ def test_run_exports_a_codec_that_the_cli_uses(image_folder, kodak_dir, tmp_path
     exported = lic.load_codec(run / "codec.ckpt")
 
     # `lic export` of the final Lightning checkpoint gives the very same codec.
-    assert lic_main(["export", str(run / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "again.ckpt")]) == 0
+    assert (
+        lic_main(
+            ["export", str(run / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "again.ckpt")]
+        )
+        == 0
+    )
     assert lic.load_codec(tmp_path / "again.ckpt").fingerprint == exported.fingerprint
 
     stream, output = tmp_path / "k.lic", tmp_path / "k.png"
     ckpt = str(run / "codec.ckpt")
     capsys.readouterr()
-    assert lic_main(["encode", str(kodak_dir / "kodim05.png"), "-o", str(stream), "--checkpoint", ckpt]) == 0
+    assert (
+        lic_main(
+            ["encode", str(kodak_dir / "kodim05.png"), "-o", str(stream), "--checkpoint", ckpt]
+        )
+        == 0
+    )
     assert lic_main(["decode", str(stream), "-o", str(output), "--checkpoint", ckpt]) == 0
     assert output.stat().st_size > 0 and "bpp" in capsys.readouterr().out
 
 
 def test_warm_start_begins_from_the_given_weights(image_folder, tiny_checkpoint, tmp_path) -> None:
     """init_checkpoint loads the weights before step one; a different codec is refused."""
+    from lic.checkpoint import warm_start
     from lic.errors import LicError
-    from lic.train import warm_start
 
     codec = lic.create_codec("student-tiny")
     warm_start(codec, str(tiny_checkpoint))
@@ -95,7 +104,9 @@ def test_warm_start_begins_from_the_given_weights(image_folder, tiny_checkpoint,
         warm_start(lic.create_codec("student-small"), str(tiny_checkpoint))
 
     run = tmp_path / "run"
-    overrides = small_run_overrides(image_folder, run, steps=2) + [f"init_checkpoint={tiny_checkpoint}"]
+    overrides = small_run_overrides(image_folder, run, steps=2) + [
+        f"init_checkpoint={tiny_checkpoint}"
+    ]
     train(compose_train(overrides + ["optim.optimizer.lr=1e-12", "optim.aux_optimizer.lr=1e-12"]))
     trained = lic.load_codec(run / "codec.ckpt")
     start = lic.load_codec(tiny_checkpoint)
@@ -104,7 +115,9 @@ def test_warm_start_begins_from_the_given_weights(image_folder, tiny_checkpoint,
             assert torch.allclose(dict(trained.named_parameters())[name], value, atol=1e-6), name
 
 
-def test_export_refuses_what_is_not_a_training_checkpoint(tiny_checkpoint, tmp_path, capsys) -> None:
+def test_export_refuses_what_is_not_a_training_checkpoint(
+    tiny_checkpoint, tmp_path, capsys
+) -> None:
     assert lic_main(["export", str(tiny_checkpoint), "-o", str(tmp_path / "x.ckpt")]) == 1
     assert "not a lic training checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "x.ckpt").exists()
@@ -123,13 +136,19 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path) -> None:
     before = {k: v.clone() for k, v in codec.state_dict().items()}
     data = DataLoader([torch.full((3, 64, 64), float("nan"))] * 8, batch_size=2)
     trainer = pl.Trainer(
-        max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path,
+        max_steps=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     with pytest.raises(NonFiniteLossError, match="not finite for 3 steps in a row"):
         trainer.fit(module, train_dataloaders=data)
     after = codec.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before), "a non-finite step changed weights"
+    assert all(torch.equal(before[k], after[k]) for k in before), (
+        "a non-finite step changed weights"
+    )
 
 
 def _train_command(image_folder: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:
@@ -143,7 +162,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_three_sigkills_at_random_moments_then_the_same_steps_as_uninterrupted(image_folder, tmp_path) -> None:
+def test_three_sigkills_at_random_moments_then_the_same_steps_as_uninterrupted(
+    image_folder, tmp_path
+) -> None:
     """Killed three times (at random steps, random offsets into checkpoint writes), the run
     resumes each time and ends after exactly ``max_steps``; every checkpoint file on disk is
     complete at every moment we look."""
@@ -158,7 +179,9 @@ def test_three_sigkills_at_random_moments_then_the_same_steps_as_uninterrupted(i
     killed = []
     for kill in range(3):
         target = rng.randrange(4 + 10 * kill, 10 + 10 * kill)  # strictly later each time
-        process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
             if last.is_file() and _global_step(last) >= target:
@@ -174,14 +197,16 @@ def test_three_sigkills_at_random_moments_then_the_same_steps_as_uninterrupted(i
         assert killed[-1] < steps
     assert killed == sorted(killed) and killed[0] >= 4
 
-    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming from {last}" in done.stderr + done.stdout
     final = torch.load(last, map_location="cpu", weights_only=True)
     assert final["global_step"] == steps  # what an uninterrupted run of max_steps ends with
     assert final["lr_schedulers"][0]["last_epoch"] == steps  # the schedule resumed, not restarted
     assert not list(checkpoints.glob(".*.tmp")), "unfinished writes were not cleaned up"
-    resumed_log = sorted((run / "logs").glob("version_*/metrics.csv"))[-1]
+    resumed_log = max((run / "logs").glob("version_*/metrics.csv"))
     with resumed_log.open() as handle:
         logged = [int(row["step"]) for row in csv.DictReader(handle) if row.get("step")]
     assert logged and min(logged) >= killed[-1]
@@ -190,10 +215,17 @@ def test_three_sigkills_at_random_moments_then_the_same_steps_as_uninterrupted(i
 def test_two_process_ddp_on_cpu_keeps_ranks_identical(image_folder, tmp_path) -> None:
     run = tmp_path / "run"
     command = _train_command(
-        image_folder, run, 4, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        image_folder,
+        run,
+        4,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
         "trainer.val_check_interval=4",
     )
-    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=480)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=480
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = json.loads((run / "weights-by-rank.json").read_text())
     assert ranks["world_size"] == 2 and len(ranks["fingerprints"]) == 2
@@ -204,9 +236,21 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(image_folder, tmp_path) ->
 
 
 def test_multirun_over_lambda_makes_one_run_folder_each(image_folder, tmp_path) -> None:
-    overrides = [o for o in small_run_overrides(image_folder, tmp_path) if not o.startswith("run_dir=")]
-    command = [sys.executable, "-m", "lic.train", "-m", *overrides, "loss.lmbda=0.0067,0.013", "+trainer.fast_dev_run=1"]
-    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    overrides = [
+        o for o in small_run_overrides(image_folder, tmp_path) if not o.startswith("run_dir=")
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "lic.train",
+        "-m",
+        *overrides,
+        "loss.lmbda=0.0067,0.013",
+        "+trainer.fast_dev_run=1",
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for lmbda in (0.0067, 0.013):
         codec = lic.load_codec(tmp_path / "runs" / "quick" / f"lmbda_{lmbda}" / "codec.ckpt")
