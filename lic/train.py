@@ -26,7 +26,6 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lic._compat import ensure_torchvision_importable
 from lic.errors import LicError
 from lic.paths import RunDir, recipes_dir
 
@@ -99,8 +98,7 @@ def build_model(cfg: DictConfig):
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by a composed config; returns the final metrics."""
-    ensure_torchvision_importable()
-    import pytorch_lightning as pl
+    import pytorch_lightning as pl  # torchvision through lic's import hook (lic._compat)
 
     from lic.training.callbacks import AtomicCheckpointIO
 

@@ -54,26 +54,15 @@ def _recorded(config: Any, key: str, run: RunDir) -> Any:
 
 
 def phase_split(phases: list[dict], total_steps: int) -> list[tuple[str, float]]:
-    """Each distillation phase's share of the steps, as the trainer resolves them.
+    """Each distillation phase's share of the steps, as the trainer resolves them
+    (:func:`lic.distill.resolve_phases`: ``steps`` or a ``fraction``; the last takes the rest)."""
+    from lic.distill import resolve_phases
 
-    A phase gives ``steps`` or a ``fraction`` of ``total_steps``; the last one without ``steps``
-    takes the rest (``lic.train``'s rule).
-    """
-    split, used = [], 0.0
-    for index, phase in enumerate(phases):
-        if "steps" in phase:
-            share = phase["steps"] / total_steps
-        elif index == len(phases) - 1:
-            share = 1.0 - used
-        elif "fraction" in phase:
-            share = float(phase["fraction"])
-        else:
-            raise PackagingError(
-                f"distillation phase {phase.get('name')!r} has no steps or fraction"
-            )
-        used += share
-        split.append((str(phase["name"]), share))
-    return split
+    try:
+        resolved = resolve_phases(phases, total_steps)
+    except ValueError as exc:
+        raise PackagingError(str(exc)) from None
+    return [(str(phase["name"]), phase["steps"] / total_steps) for phase in resolved]
 
 
 def recorded_setup(run: RunDir, metadata: dict[str, Any]) -> dict[str, Any]:

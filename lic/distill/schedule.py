@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -14,14 +14,26 @@ class Phase:
     Attributes:
         name: ``feature``, ``channel``, ``finetune``, or any label.
         steps: length in training steps.
-        feature_weight: weight of the feature-alignment loss.
-        channel_weight: weight of the entropy-weighted channel loss.
+        feature_weight: weight of the feature-alignment term (``feature``).
+        channel_weight: weight of the entropy-weighted channel term (``channel``).
+        weights: weights of any registered terms by name (``{cwd: 1.0, output: 0.5}``).
     """
 
     name: str
     steps: int
     feature_weight: float = 0.0
     channel_weight: float = 0.0
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    def term_weights(self) -> dict[str, float]:
+        """The weight of every distillation term this phase uses (non-zero weights only).
+
+        ``feature_weight`` and ``channel_weight`` are shorthands for ``weights: {feature: w}``
+        and ``weights: {channel: w}``; ``weights`` names any registered term
+        (:mod:`lic.distill.terms`).
+        """
+        merged = {"feature": self.feature_weight, "channel": self.channel_weight, **self.weights}
+        return {name: float(w) for name, w in merged.items() if w}
 
 
 def resolve_phases(phases: Sequence[Mapping[str, Any]], total_steps: int) -> list[dict[str, Any]]:

@@ -90,9 +90,12 @@ class RunSpec:
         channels_last: use the channels-last memory layout.
         init: start from the EMA weights of this run (same codec) when the run begins.
         teacher: distil from the EMA weights of this run (FEDS).
-        phases: FEDS phases ``[{name, steps, feature_weight, channel_weight}]`` (with a teacher).
-        taps: features aligned by the feature loss.
-        channel_temperature: softmax temperature of the entropy-weighted channel loss.
+        phases: FEDS phases ``[{name, steps, weights: {term: w}}]`` (with a teacher).
+        taps: features aligned by the default ``feature`` term.
+        channel_temperature: softmax temperature of the default ``channel`` term.
+        terms: ``{term: {option: value}}``: distillation terms built by registered name
+            (:func:`lic.distill.build_term`), replacing the default feature/channel terms of
+            the same name (e.g. ``{channel: {source: marginal, temperature: 2.0}}``).
         after: ``{run: steps}``: start only when those runs have reached those steps.
         clip_max_norm: gradient-norm clip of the main parameters.
     """
@@ -114,6 +117,7 @@ class RunSpec:
     phases: tuple[dict, ...] = ()
     taps: tuple[str, ...] = ("g_a.0", "g_a.1", "g_a.2", "y", "g_s.0", "g_s.1", "g_s.2")
     channel_temperature: float = 1.0
+    terms: dict[str, dict] = field(default_factory=dict)
     after: dict[str, int] = field(default_factory=dict)
     clip_max_norm: float = 1.0
 
@@ -171,6 +175,7 @@ def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Pl
     from omegaconf import OmegaConf
 
     from lic.codecs import list_codecs
+    from lic.distill import build_term
 
     path = Path(path)
     if not path.is_file():
@@ -193,6 +198,13 @@ def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Pl
         spec = RunSpec(**values)
         if spec.codec not in list_codecs():
             raise UsageError(f"{path}: run {name!r}: unknown codec {spec.codec!r}")
+        for term, options in spec.terms.items():
+            try:
+                build_term(term, **(options or {}))
+            except (TypeError, ValueError) as exc:
+                raise UsageError(
+                    f"{path}: run {name!r}: distillation term {term!r}: {exc}"
+                ) from None
         if spec.teacher and not spec.phases:
             raise UsageError(
                 f"{path}: run {name!r} distils from {spec.teacher!r} but declares no phases"
@@ -590,12 +602,7 @@ class RunTrainer:
 
     def _setup_distillation(self) -> None:
         from lic.codecs import create_codec
-        from lic.distill import (
-            EntropyWeightedChannelLoss,
-            FeatureAdapters,
-            FeatureAlignmentLoss,
-            PhaseSchedule,
-        )
+        from lic.distill import Distiller, PhaseSchedule, build_term, default_terms
 
         spec = self.spec
         teacher_dir = self.plan.run_dir(spec.teacher)
@@ -609,18 +616,21 @@ class RunTrainer:
             )
         self.teacher_step = teacher_record["step"]
         self.schedule = PhaseSchedule(list(spec.phases))
-        adapted = list(dict.fromkeys([*spec.taps, "y"]))
-        student, teacher = self.codec.feature_channels(), self.teacher.feature_channels()
-        self.adapters = FeatureAdapters(
-            {t: student[t] for t in adapted}, {t: teacher[t] for t in adapted}
+        terms = default_terms(spec.taps, spec.channel_temperature)
+        for name, options in spec.terms.items():
+            terms[name] = build_term(name, **(options or {}))
+        self.distiller = Distiller(
+            terms,
+            self.schedule.phases,
+            self.codec.feature_channels(),
+            self.teacher.feature_channels(),
         ).to(self.device)
-        self.feature_loss = FeatureAlignmentLoss()
-        self.channel_loss = EntropyWeightedChannelLoss(temperature=spec.channel_temperature)
+        self.adapters = self.distiller.adapters  # the terms' only parameters
 
     # -- training -------------------------------------------------------------------------
 
     def _distillation(self, batch: Tensor, output) -> tuple[Tensor | float, dict[str, float]]:
-        from lic.distill import feds_terms, needs_teacher
+        from lic.distill import needs_teacher
 
         if self.schedule is None:
             return 0.0, {}
@@ -630,16 +640,7 @@ class RunTrainer:
         with torch.no_grad():
             self.teacher.transform_autocast = self.transform_dtype
             teacher_out = self.teacher(batch, exact=False)
-        total, terms = feds_terms(
-            phase,
-            self.adapters,
-            self.spec.taps,
-            self.feature_loss,
-            self.channel_loss,
-            output.features,
-            teacher_out.features,
-            teacher_out.likelihoods["y"],
-        )
+        total, terms = self.distiller(phase, batch, output, teacher_out)
         return total, {k: v.detach().item() for k, v in terms.items()}
 
     def step(self, images: ResidentImages) -> dict[str, float] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,25 +11,24 @@ from torch import Tensor, nn
 
 from lic.checkpoint import weights_fingerprint
 from lic.distill import (
+    DEFAULT_TAPS,
+    Distiller,
+    DistillTerm,
     EntropyWeightedChannelLoss,
-    FeatureAdapters,
-    FeatureAlignmentLoss,
     PhaseSchedule,
-    feds_terms,
-    needs_teacher,
+    default_terms,
 )
 from lic.errors import LicError, UsageError
 from lic.training.losses import RateDistortionLoss
 from lic.training.module import OptimizerFactory, RateDistortionModule, SchedulerFactory
 
-DEFAULT_TAPS = ("g_a.0", "g_a.1", "g_a.2", "y", "g_s.0", "g_s.1", "g_s.2")
-
 
 class DistillationModule(RateDistortionModule):
     """Trains a student codec with the rate–distortion loss plus FEDS distillation terms.
 
-    ``loss = rd_loss + w_feat(step) · L_feat + w_ch(step) · L_ch`` with the weights of the
-    current :class:`PhaseSchedule` phase (see :mod:`lic.distill.losses` for both terms). The
+    ``loss = rd_loss + Σ_t w_t(step) · L_t`` over the distillation terms that the current
+    :class:`PhaseSchedule` phase weighs (:class:`~lic.distill.Distiller`; the terms are in
+    :mod:`lic.distill.terms`: feature, channel, cwd, output, entropy). The
     teacher is frozen: eval mode, no gradients, kept out of the module tree (so it is neither
     optimised nor written into training checkpoints), and its weights fingerprint is checked
     unchanged at the end of training. The adapters train with the student's main optimizer.
@@ -39,9 +38,10 @@ class DistillationModule(RateDistortionModule):
         loss: the student's rate–distortion loss; λ must equal the teacher's.
         teacher: a trained codec loaded with :func:`lic.load_codec` (it knows its λ).
         schedule: the distillation phases.
-        taps: features aligned by the feature loss (the latent ``y`` is always adapted, for the
-            channel loss).
-        channel_loss: the entropy-weighted channel loss.
+        terms: the configured distillation terms by name (a recipe's ``distill.terms``); None:
+            FEDS's feature and channel terms from ``taps`` and ``channel_loss``.
+        taps: features aligned by the default feature term.
+        channel_loss: temperature/top-k of the default channel term.
         others: as :class:`RateDistortionModule`.
     """
 
@@ -53,6 +53,7 @@ class DistillationModule(RateDistortionModule):
         aux_optimizer: OptimizerFactory,
         teacher: nn.Module,
         schedule: PhaseSchedule,
+        terms: Mapping[str, DistillTerm] | None = None,
         taps: Sequence[str] = DEFAULT_TAPS,
         channel_loss: EntropyWeightedChannelLoss | None = None,
         scheduler: SchedulerFactory | None = None,
@@ -82,32 +83,35 @@ class DistillationModule(RateDistortionModule):
         teacher.eval().requires_grad_(False)
         self.teacher_fingerprint = weights_fingerprint(teacher)
         self.schedule = schedule
-        self.taps = list(taps)
-        adapted = list(dict.fromkeys([*self.taps, "y"]))
-        student_channels, teacher_channels = codec.feature_channels(), teacher.feature_channels()
-        unknown = set(adapted) - set(student_channels)
-        if unknown:
-            raise UsageError(
-                f"unknown feature taps {sorted(unknown)}; available: {sorted(student_channels)}"
+        if terms is None:
+            channel_loss = channel_loss or EntropyWeightedChannelLoss()
+            terms = default_terms(taps, channel_loss.temperature, channel_loss.top_k)
+        feature = terms.get("feature")
+        self.taps = list(getattr(feature, "taps", taps))
+        try:
+            self.distiller = Distiller(
+                terms, schedule.phases, codec.feature_channels(), teacher.feature_channels()
             )
-        self.adapters = FeatureAdapters(
-            {tap: student_channels[tap] for tap in adapted},
-            {tap: teacher_channels[tap] for tap in adapted},
-        )
-        self.feature_loss = FeatureAlignmentLoss()
-        self.channel_loss = channel_loss or EntropyWeightedChannelLoss()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         self.hparams.update(
             {
                 "teacher": teacher.codec_name,
                 "teacher_fingerprint": self.teacher_fingerprint,
                 "phases": [vars(p) for p in schedule.phases],
                 "taps": self.taps,
+                "terms": sorted(self.distiller.terms),
             }
         )
 
+    @property
+    def adapters(self) -> nn.Module:
+        """The learnable 1×1 adapters of the distillation terms (trained with the student)."""
+        return self.distiller.adapters
+
     def trainable_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         main, aux = super().trainable_parameters()
-        return main + list(self.adapters.parameters()), aux
+        return main + list(self.distiller.parameters()), aux
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -123,20 +127,11 @@ class DistillationModule(RateDistortionModule):
         phase_index = self.schedule.index_at(self.global_step)
         phase = self.schedule.phases[phase_index]
         logs = {"distill/phase": torch.tensor(float(phase_index))}
-        if not needs_teacher(phase):
+        if not self.distiller.needs_teacher(phase):
             return 0.0, logs
         with torch.no_grad():
-            teacher_out = self.teacher(batch, exact=False)  # features only: the fast float path
-        total, terms = feds_terms(
-            phase,
-            self.adapters,
-            self.taps,
-            self.feature_loss,
-            self.channel_loss,
-            output.features,
-            teacher_out.features,
-            teacher_out.likelihoods["y"],
-        )
+            teacher_out = self.teacher(batch, exact=False)  # the fast float path
+        total, terms = self.distiller(phase, batch, output, teacher_out)
         return total, logs | terms
 
     def on_train_end(self) -> None:

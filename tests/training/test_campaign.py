@@ -50,9 +50,10 @@ runs:
     teacher: teacher
     after: {teacher: 3}
     crops: [[0, 64]]
+    terms: {cwd: {taps: [y]}, channel: {source: marginal, temperature: 3.0}}
     phases:
       - {name: feature, steps: 2, feature_weight: 1.0}
-      - {name: channel, steps: 1, channel_weight: 1.0}
+      - {name: channel, steps: 1, weights: {channel: 1.0, cwd: 0.5}}
       - {name: finetune, steps: 1}
 """
 
@@ -103,6 +104,8 @@ def test_plan_schedules() -> None:
         (("after: {teacher: 3}", "after: {nobody: 3}"), "unknown run"),
         (("after: {teacher: 3}", "after: {}"), "list it in `after`"),
         (("    phases:\n", "    unused:\n"), "unknown keys"),
+        (("terms: {cwd: {taps: [y]}", "terms: {nope: {}"), "unknown distillation term"),
+        (("source: marginal", "source: gut"), "'marginal'"),
     ],
 )
 def test_bad_plans_are_refused(setup, edit, message) -> None:
@@ -360,6 +363,9 @@ def test_the_shipped_plan_loads(tmp_path: Path) -> None:
     )
     names = [r.name for r in plan.runs]
     assert {"teacher", "student-scratch", "student-feds"} <= set(names)
+    ablations = [r for r in plan.runs if r.name.startswith("student-feds-")]
+    assert len(ablations) >= 8  # issue 14's protocol: one choice changed per run
+    assert {r.steps for r in ablations} == {plan.run("student-scratch").steps}
     teacher, scratch = plan.run("teacher"), plan.run("student-scratch")
     assert teacher.steps >= 3 * scratch.steps  # the teacher gets the larger share
     assert plan.run("student-feds").after == {"teacher": teacher.steps}
