@@ -5,9 +5,10 @@ It knows bytes, not networks. Layout (big-endian)::
     offset  size  field
     0       4     magic  b"\\x89LIC"
     4       1     format version (2)
-    5       1     flags (reserved, 0)
+    5       1     flags: bit 0 = a quality field follows the lambda; other bits reserved (0)
     6       1     metric: 0 unknown, 1 mse, 2 ms-ssim
     7       4     lambda, float32 (NaN when unknown)
+    (11     4     quality, float32: only with flag bit 0, for variable-rate codecs)
     11      8     weights fingerprint (first 8 bytes of the checkpoint's sha256)
     19      1+n   codec registry name (u8 length, UTF-8)
             2     batch size B (u16, >= 1)
@@ -19,7 +20,8 @@ It knows bytes, not networks. Layout (big-endian)::
     end-4   4     CRC32 of every byte before it
 
 A file is checked in this order: magic, version, CRC, then the fields; every length is checked
-against the bytes actually present before anything is read or allocated.
+against the bytes actually present before anything is read or allocated. Files of fixed-rate
+codecs have no quality field and flags 0, byte for byte as before the field existed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ FORMAT_VERSION = 2
 #: Bytes of the weights fingerprint (a sha256, :func:`lic.checkpoint.weights_fingerprint`) that a
 #: file carries, and so that identify weights wherever they are shown.
 FINGERPRINT_SIZE = 8
+#: Header flag: a float32 quality follows the lambda (variable-rate codecs).
+FLAG_QUALITY = 0x01
 #: The distortions a codec is trained for (``RateDistortionLoss``, checkpoint metadata). A file
 #: codes them by position from 1 (0: unknown), so append to this tuple, never reorder it.
 METRICS = ("mse", "ms-ssim")
@@ -69,6 +73,7 @@ class Bitstream:
         padding: ``(left, right, top, bottom)``.
         shapes: per latent name, its spatial shape.
         strings: per latent name, one string per image (all latents have the same count).
+        quality: the quality a variable-rate codec coded at (None: a fixed-rate codec).
     """
 
     codec: str
@@ -79,6 +84,7 @@ class Bitstream:
     padding: tuple[int, int, int, int]
     shapes: dict[str, tuple[int, ...]]
     strings: dict[str, list[bytes]]
+    quality: float | None = None
 
     @property
     def batch_size(self) -> int:
@@ -105,8 +111,13 @@ def pack(stream: Bitstream) -> bytes:
         raise BitstreamError("every latent must hold one string per image (1 to 65535 images)")
     height, width = stream.image_size
     lmbda = math.nan if stream.lmbda is None else stream.lmbda
+    if stream.quality is not None and not math.isfinite(stream.quality):
+        raise BitstreamError(f"quality must be a finite number, got {stream.quality}")
+    flags = 0 if stream.quality is None else FLAG_QUALITY
     out = bytearray(MAGIC)
-    out += struct.pack(">BBBf", FORMAT_VERSION, 0, _METRICS[stream.metric], lmbda)
+    out += struct.pack(">BBBf", FORMAT_VERSION, flags, _METRICS[stream.metric], lmbda)
+    if stream.quality is not None:
+        out += struct.pack(">f", stream.quality)
     out += stream.fingerprint
     out += _name(stream.codec, "codec name")
     out += struct.pack(">HII", stream.batch_size, height, width)
@@ -177,8 +188,13 @@ def unpack(data: bytes) -> Bitstream:
     reader = _Reader(data, len(data) - 4)
     reader.take(5, "magic and version")
     flags, metric_code, lmbda = reader.unpack(">BBf", "header")
-    if flags != 0:
+    if flags & ~FLAG_QUALITY:
         raise BitstreamError(f"unknown header flags {flags:#04x}")
+    quality = None
+    if flags & FLAG_QUALITY:
+        (quality,) = reader.unpack(">f", "quality")
+        if not math.isfinite(quality):
+            raise BitstreamError(f"quality field is not a finite number ({quality})")
     if metric_code not in _METRIC_NAMES:
         raise BitstreamError(f"unknown metric code {metric_code}")
     fingerprint = reader.take(FINGERPRINT_SIZE, "fingerprint")
@@ -214,4 +230,5 @@ def unpack(data: bytes) -> Bitstream:
         padding=tuple(padding),  # type: ignore[arg-type]
         shapes=shapes,
         strings=strings,
+        quality=quality,
     )

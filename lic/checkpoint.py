@@ -199,7 +199,9 @@ def warm_start(codec: nn.Module, path: str | os.PathLike[str] | None) -> nn.Modu
     """Load the weights of the codec checkpoint ``path`` into ``codec``, and return ``codec``.
 
     A warm start: a new training run that begins from trained weights (for example a fine-tune
-    of a trained codec to another λ). ``path=None`` returns ``codec`` unchanged, so a recipe can
+    of a trained codec to another λ). A fixed-rate codec may also start its variable-rate form
+    (``student-small`` → ``student-small-vr``): the network is loaded, the gains keep their
+    initial ``sqrt(λ)`` spread. ``path=None`` returns ``codec`` unchanged, so a recipe can
     always route its codec through here (``recipes/model/rd.yaml``). A run that resumes from its
     own Lightning checkpoint restores those weights over these.
 
@@ -209,10 +211,26 @@ def warm_start(codec: nn.Module, path: str | os.PathLike[str] | None) -> nn.Modu
     if path is None:
         return codec
     source = load_codec(path)
-    if source.codec_name != codec.codec_name or source.codec_config != codec.codec_config:
-        raise LicError(
-            f"init_checkpoint {path} holds codec {source.codec_name!r} {source.codec_config}, "
-            f"not the configured {codec.codec_name!r} {codec.codec_config}"
-        )
-    codec.load_state_dict(source.state_dict())
-    return codec
+    if source.codec_name == codec.codec_name and source.codec_config == codec.codec_config:
+        codec.load_state_dict(source.state_dict())
+        return codec
+    rate_keys = ("rate_levels", "rate_range")
+
+    def network(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in rate_keys}
+
+    if (
+        getattr(codec, "variable_rate", False)
+        and not getattr(source, "variable_rate", False)
+        and source.codec_name == codec.codec_name.removesuffix("-vr")
+        and network(source.codec_config) == network(codec.codec_config)
+    ):
+        # A fixed-rate codec starts its variable-rate form: same network, gains as initialised.
+        missing, unexpected = codec.load_state_dict(source.state_dict(), strict=False)
+        if unexpected or set(missing) != {"log_gain", "log_inverse_gain"}:
+            raise LicError(f"init_checkpoint {path} does not fit {codec.codec_name!r}")
+        return codec
+    raise LicError(
+        f"init_checkpoint {path} holds codec {source.codec_name!r} {source.codec_config}, "
+        f"not the configured {codec.codec_name!r} {codec.codec_config}"
+    )

@@ -20,12 +20,6 @@ if TYPE_CHECKING:
 MAX_PIXELS_HELP = "refuse larger images (default: $LIC_MAX_PIXELS or 2**25 = 33,554,432)"
 
 
-def _default_quality() -> int:
-    from lic.pretrained import manifest
-
-    return int(manifest()["default_quality"])
-
-
 def _cmd_encode(args: argparse.Namespace) -> None:
     from lic.coding import encode_file
 
@@ -36,17 +30,18 @@ def _cmd_encode(args: argparse.Namespace) -> None:
         device=args.device,
         max_pixels=args.max_pixels,
         quality=args.quality,
+        target_bpp=args.target_bpp,
+        target_psnr=args.target_psnr,
     )
     if report.notice:
         print(f"lic: note: {args.input}: {report.notice}", file=sys.stderr)
+    where = "default codec, " if not args.checkpoint else ""
+    quality = f" ({where}quality {report.quality:g})" if report.quality is not None else ""
+    reached = f", {report.psnr:.2f} dB" if report.psnr is not None else ""
+    search = f"; {report.search}" if report.search else ""
     print(
-        f"{args.output}: {report.num_bytes} bytes, {report.bpp:.4f} bpp, "
-        f"{report.width}x{report.height}, encoded in {report.seconds:.3f} s"
-        + (
-            ""
-            if args.checkpoint
-            else f" (default codec, quality {args.quality or _default_quality()})"
-        )
+        f"{args.output}: {report.num_bytes} bytes, {report.bpp:.4f} bpp{reached}, "
+        f"{report.width}x{report.height}, encoded in {report.seconds:.3f} s{quality}{search}"
     )
 
 
@@ -83,6 +78,8 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"codec        {stream.codec}")
     print(f"fingerprint  {stream.fingerprint.hex()}")
     print(f"lambda       {stream.lmbda if stream.lmbda is not None else 'unknown'}")
+    if stream.quality is not None:
+        print(f"quality      {stream.quality:g} (variable-rate codec)")
     print(f"metric       {stream.metric or 'unknown'}")
     print(
         f"images       {stream.batch_size} of {width}x{height} (padding l,r,t,b = {stream.padding})"
@@ -140,8 +137,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         from lic.pretrained import default_checkpoints
 
         checkpoints = default_checkpoints()
+    qualities = None
+    if args.qualities:
+        try:
+            qualities = [float(q) for q in args.qualities.split(",")]
+        except ValueError:
+            raise UsageError(
+                f"--qualities takes numbers separated by commas, got {args.qualities!r}"
+            ) from None
     written = run_evaluation(
-        images, checkpoints or [], args.output, anchors, args.device, args.name, label
+        images, checkpoints or [], args.output, anchors, args.device, args.name, label, qualities
     )
     for path in written:
         print(path)
@@ -243,8 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image file (PNG, JPEG, ...)")
     p.add_argument("-o", "--output", required=True, help="output .lic file")
     p.add_argument("--checkpoint", help="codec checkpoint (default: the shipped default codec)")
-    p.add_argument(
-        "-q", "--quality", type=int, help="rate point of the default codec, 1 (smallest files) to 4"
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
+        "-q",
+        "--quality",
+        type=float,
+        help="the default codec's rate point, 1 (smallest files) to 4; or any quality in the "
+        "range of a variable-rate checkpoint (e.g. 1 to 8 for *-vr codecs)",
+    )
+    target.add_argument(
+        "--target-bpp",
+        type=float,
+        help="the largest quality whose file is at most this many bits per pixel",
+    )
+    target.add_argument(
+        "--target-psnr", type=float, help="the smallest quality that reaches this PSNR (dB)"
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--max-pixels", type=int, help=MAX_PIXELS_HELP)
@@ -326,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the shipped default codec at all its rate points)",
     )
     p.add_argument("--anchors-only", action="store_true", help="no learned codec, only --anchors")
+    p.add_argument(
+        "--qualities",
+        help="points of a variable-rate checkpoint, e.g. 1,2.5,4,8 (default: every trained level)",
+    )
     p.add_argument("--name", help="curve name for the checkpoints (default: the codec's)")
     p.add_argument("--anchors", help="comma-separated: jpeg,webp,avif,jxl,jpeg2000,bpg")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -5,6 +5,7 @@ Everything the ``lic encode`` / ``lic decode`` commands do is reachable from her
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -40,21 +41,38 @@ def _fingerprint_bytes(codec: nn.Module) -> bytes:
     return fingerprint_prefix(fingerprint)
 
 
-def encode(codec: nn.Module, images: torch.Tensor) -> bytes:
-    """Compress a batch ``(B, 3, H, W)`` in ``[0, 1]`` into container bytes."""
+def encode(codec: nn.Module, images: torch.Tensor, quality: float | None = None) -> bytes:
+    """Compress a batch ``(B, 3, H, W)`` in ``[0, 1]`` into container bytes.
+
+    A variable-rate codec codes at ``quality`` (default: its middle level); the file records
+    the quality and the λ the codec was trained for there. Fixed-rate codecs take no quality.
+    """
     device = next(codec.parameters()).device
-    compressed: Compressed = codec.compress(images.to(device))
+    if not getattr(codec, "variable_rate", False):
+        if quality is not None:
+            raise UsageError(f"{codec.codec_name} is a fixed-rate codec: it takes no quality")
+        compressed: Compressed = codec.compress(images.to(device))
+    else:
+        try:
+            quality = codec.check_quality(quality)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        compressed = codec.compress(images.to(device), quality=quality)
     metadata = getattr(codec, "metadata", {}) or {}
+    lmbda = metadata.get("lmbda")
+    if compressed.quality is not None:
+        lmbda = codec.lmbda_at(compressed.quality)
     return bitstream.pack(
         Bitstream(
             codec=codec.codec_name,
             fingerprint=_fingerprint_bytes(codec),
-            lmbda=metadata.get("lmbda"),
+            lmbda=lmbda,
             metric=metadata.get("metric"),
             image_size=compressed.image_size,
             padding=compressed.padding,
             shapes=compressed.shapes,
             strings=compressed.strings,
+            quality=compressed.quality,
         )
     )
 
@@ -98,11 +116,21 @@ def decode_stream(
         check_pixels(stream.batch_size * height * width, what, max_pixels)
     except LicError as exc:
         raise BitstreamError(str(exc)) from None
+    if getattr(codec, "variable_rate", False) or stream.quality is not None:
+        try:
+            if stream.quality is None:
+                raise ValueError(f"{codec.codec_name} is variable-rate but the file gives none")
+            if not hasattr(codec, "check_quality"):
+                raise ValueError(f"{codec.codec_name} is a fixed-rate codec")
+            codec.check_quality(stream.quality)
+        except ValueError as exc:
+            raise BitstreamError(f"quality field: {exc}") from None
     compressed = Compressed(
         strings=stream.strings,
         shapes={name: tuple(shape) for name, shape in stream.shapes.items()},
         image_size=stream.image_size,
         padding=stream.padding,
+        quality=stream.quality,
     )
     try:
         return codec.decompress(compressed)
@@ -122,10 +150,114 @@ class EncodeReport:
     width: int
     seconds: float
     notice: str | None
+    quality: float | None = None
+    psnr: float | None = None
+    search: str | None = None
 
     @property
     def bpp(self) -> float:
         return 8 * self.num_bytes / (self.height * self.width)
+
+
+@dataclass
+class Trial:
+    """One encode of a quality search: the quality, the file's bytes, its bpp and PSNR."""
+
+    quality: float | None
+    data: bytes
+    bpp: float
+    psnr: float | None
+
+
+def _trial(
+    codec: nn.Module, image: torch.Tensor, quality: float | None, psnr: bool, label=None
+) -> Trial:
+    data = encode(codec, image, quality)
+    bpp = 8 * len(data) / (image.shape[-2] * image.shape[-1])
+    value = None
+    if psnr:
+        decoded = tensor_to_pixels(
+            decode(codec, data, max_pixels=image.shape[-2] * image.shape[-1])
+        )
+        original = tensor_to_pixels(image)
+        mse = float(((decoded.astype("float64") - original) ** 2).mean())
+        value = 10 * math.log10(255**2 / max(mse, 1e-12))
+    return Trial(quality if label is None else label, data, bpp, value)
+
+
+def search_quality(
+    codecs: list[nn.Module],
+    image: torch.Tensor,
+    target_bpp: float | None = None,
+    target_psnr: float | None = None,
+    tolerance: float = 0.01,
+    max_encodes: int = 12,
+    labels: list[float] | None = None,
+    psnr_tolerance: float = 0.05,
+) -> tuple[Trial, int]:
+    """Find the quality that meets a target: a file size or a quality level.
+
+    ``--target-bpp B`` takes the largest quality whose file is at most ``B`` bits per pixel
+    (cwebp ``-size``); ``--target-psnr P`` the smallest quality whose decoded image reaches
+    ``P`` dB (cwebp ``-psnr``). A variable-rate codec (one in ``codecs``) is bisected over its
+    continuous quality, assuming rate and PSNR rise with it, until the result is within
+    ``tolerance`` (relative, for bpp) or ``psnr_tolerance`` (dB) of the target or ``max_encodes``
+    encodes are spent; fixed-rate codecs (several, lowest rate first) are tried in turn. When
+    no quality meets the target, the nearest reachable one is returned.
+
+    Args:
+        labels: the quality numbers of fixed-rate ``codecs`` (reported in the chosen trial).
+
+    Returns:
+        The chosen trial and how many encodes the search took.
+    """
+    if (target_bpp is None) == (target_psnr is None):
+        raise UsageError("give one of --target-bpp and --target-psnr")
+    target = target_bpp if target_bpp is not None else target_psnr
+    if not (math.isfinite(target) and target > 0):
+        raise UsageError(f"the target must be a positive number, got {target}")
+    by_psnr = target_psnr is not None
+
+    def value(trial: Trial) -> float:
+        return trial.psnr if by_psnr else trial.bpp
+
+    def meets(trial: Trial) -> bool:
+        return value(trial) >= target if by_psnr else value(trial) <= target
+
+    def close(trial: Trial) -> bool:
+        gap = value(trial) - target
+        return abs(gap) <= (psnr_tolerance if by_psnr else tolerance * target)
+
+    encodes = 0
+    if len(codecs) == 1 and getattr(codecs[0], "variable_rate", False):
+        codec = codecs[0]
+        low, high = codec.quality_range
+        trials = {}
+        for quality in (low, high):
+            trials[quality] = _trial(codec, image, quality, by_psnr)
+            encodes += 1
+        if not meets(trials[low] if not by_psnr else trials[high]):
+            return (trials[low] if not by_psnr else trials[high]), encodes  # out of reach
+        if meets(trials[high] if not by_psnr else trials[low]):
+            return (trials[high] if not by_psnr else trials[low]), encodes  # every quality meets
+        best = trials[low] if not by_psnr else trials[high]
+        while encodes < max_encodes and not close(best):
+            middle = _trial(codec, image, (low + high) / 2, by_psnr)
+            encodes += 1
+            if meets(middle):
+                best = middle
+                low, high = (middle.quality, high) if not by_psnr else (low, middle.quality)
+            else:
+                low, high = (low, middle.quality) if not by_psnr else (middle.quality, high)
+        return best, encodes
+    trials = []
+    for index, codec in enumerate(codecs):
+        trials.append(_trial(codec, image, None, by_psnr, labels[index] if labels else None))
+        encodes += 1
+    meeting = [t for t in trials if meets(t)]
+    if not meeting:  # nearest reachable: the smallest file, or the best PSNR
+        return (trials[0] if not by_psnr else trials[-1]), encodes
+    return (meeting[-1] if not by_psnr else meeting[0]), encodes
 
 
 def encode_file(
@@ -134,29 +266,63 @@ def encode_file(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     max_pixels: int | None = None,
-    quality: int | None = None,
+    quality: float | None = None,
+    target_bpp: float | None = None,
+    target_psnr: float | None = None,
 ) -> EncodeReport:
     """Encode one image file into a ``.lic`` file (written atomically).
 
-    Without ``checkpoint`` the default codec shipped with lic codes it, at ``quality``
-    (see :mod:`lic.pretrained`).
+    Without ``checkpoint`` the default codec shipped with lic codes it, at ``quality`` 1–4
+    (see :mod:`lic.pretrained`). A variable-rate checkpoint takes any ``quality`` in its range.
+    ``target_bpp`` / ``target_psnr`` search the quality instead (:func:`search_quality`).
     """
     from lic import pretrained
 
-    if checkpoint is not None and quality is not None:
-        raise UsageError("give --checkpoint or --quality, not both (a checkpoint has one rate)")
+    if quality is not None and (target_bpp is not None or target_psnr is not None):
+        raise UsageError("give --quality or a target (--target-bpp, --target-psnr), not both")
     target = resolve_device(device)
-    if checkpoint is None:
-        checkpoint = pretrained.default_checkpoint(quality)
     image = load_image(source, max_pixels)
-    codec = load_codec(checkpoint, device=target)
+    if checkpoint is None:
+        if quality is not None and float(quality) != int(quality):
+            raise UsageError(f"--quality of the default codec is a whole number, got {quality}")
+        if target_bpp is None and target_psnr is None:
+            if quality is None:
+                quality = pretrained.manifest()["default_quality"]
+            labels = [float(quality)]
+            paths = [pretrained.default_checkpoint(int(quality))]
+        else:
+            models = pretrained.default_models()
+            labels = [float(m.quality) for m in models]
+            paths = [pretrained.default_checkpoint(m.quality) for m in models]
+        codecs = [load_codec(path, device=target) for path in paths]
+        fixed_quality, quality = (labels[0] if labels else None), None
+    else:
+        codecs, labels, fixed_quality = [load_codec(checkpoint, device=target)], None, None
+        if quality is not None and not getattr(codecs[0], "variable_rate", False):
+            raise UsageError(
+                "--quality needs a variable-rate checkpoint or the default codec "
+                "(this checkpoint has one rate)"
+            )
+    tensor = image.to_tensor()
     start = time.perf_counter()
-    data = encode(codec, image.to_tensor())
+    search = None
+    if target_bpp is None and target_psnr is None:
+        data = encode(codecs[0], tensor, quality)
+        chosen = quality if quality is not None else getattr(codecs[0], "default_quality", None)
+        chosen = fixed_quality if chosen is None else chosen
+        psnr = None
+    else:
+        trial, encodes = search_quality(codecs, tensor, target_bpp, target_psnr, labels=labels)
+        data, chosen, psnr = trial.data, trial.quality, trial.psnr
+        goal = f"{target_bpp} bpp" if target_bpp is not None else f"{target_psnr} dB"
+        search = f"target {goal}: {encodes} encodes"
     seconds = time.perf_counter() - start
     with atomic_output(output) as tmp:
         tmp.write_bytes(data)
     height, width = image.pixels.shape[:2]
-    return EncodeReport(Path(output), len(data), height, width, seconds, image.notice)
+    return EncodeReport(
+        Path(output), len(data), height, width, seconds, image.notice, chosen, psnr, search
+    )
 
 
 def read_bitstream_file(path: str | os.PathLike[str]) -> Bitstream:

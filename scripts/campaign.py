@@ -176,14 +176,15 @@ def _print_status(plan) -> None:
     from lic.training.campaign import iter_records
 
     width = max(len(spec.name) for spec in plan.runs) + 2
+    cw = max(len(spec.codec) for spec in plan.runs) + 2
     print(
-        f"{'run':<{width}}{'codec':<15}{'lambda':>8}{'step':>8}{'target':>8}{'core-h':>8}{'GPU-h':>7}"
+        f"{'run':<{width}}{'codec':<{cw}}{'lambda':>8}{'step':>8}{'target':>8}{'core-h':>8}{'GPU-h':>7}"
         f"{'Kodak bpp':>10}{'PSNR':>7}{'held-out':>10}{'train':>8}"
     )
     for spec, record in iter_records(plan):
         if record is None:
             print(
-                f"{spec.name:<{width}}{spec.codec:<15}{spec.lmbda:>8}{0:>8}{spec.steps:>8}   (not started)"
+                f"{spec.name:<{width}}{spec.codec:<{cw}}{spec.lmbda:>8}{0:>8}{spec.steps:>8}   (not started)"
             )
             continue
         measured = [e for e in record["evals"] if "kodak" in e]
@@ -191,7 +192,7 @@ def _print_status(plan) -> None:
         kodak = last.get("kodak", {})
         held, train = last.get("heldout", {}), last.get("train_eval", {})
         print(
-            f"{spec.name:<{width}}{spec.codec:<15}{spec.lmbda:>8}{record['step']:>8}{spec.steps:>8}"
+            f"{spec.name:<{width}}{spec.codec:<{cw}}{spec.lmbda:>8}{record['step']:>8}{spec.steps:>8}"
             f"{record['compute']['cpu_core_hours']:>8.2f}{record['compute']['gpu_hours']:>7.2f}"
             f"{kodak.get('bpp', float('nan')):>10.3f}{kodak.get('psnr', float('nan')):>7.2f}"
             f"{held.get('loss', float('nan')):>10.3f}{train.get('loss', float('nan')):>8.3f}"

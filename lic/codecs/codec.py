@@ -18,6 +18,8 @@ arguments; see :mod:`lic.codecs.zoo`.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,12 +61,14 @@ class Compressed:
         shapes: per latent name, its spatial shape (shared by the batch).
         image_size: original ``(height, width)`` before padding.
         padding: ``(left, right, top, bottom)`` pixels added before the analysis transform.
+        quality: the quality a variable-rate codec coded at (None for fixed-rate codecs).
     """
 
     strings: dict[str, list[bytes]]
     shapes: dict[str, tuple[int, ...]]
     image_size: tuple[int, int]
     padding: tuple[int, int, int, int]
+    quality: float | None = None
 
     @property
     def batch_size(self) -> int:
@@ -109,6 +113,20 @@ class ChannelARCodec(CompressionModel):
         hyper_channels: channels of the hyper-latent ``z``.
         context_hidden: width of the slice mean/scale/LRP transforms.
         max_support_slices: previous slices each slice conditions on (-1: all).
+        rate_levels: 0 for a fixed-rate codec (one λ); ``L >= 2`` for a variable-rate codec
+            trained at ``L`` λ log-spaced over ``rate_range`` (see "Variable rate" below).
+        rate_range: the lowest and highest λ of a variable-rate codec.
+
+    **Variable rate** (Cui et al., "Asymmetric gained deep image compression with continuous
+    rate adaptation", CVPR 2021): one gain vector ``g_l`` and one inverse gain ``g'_l`` over the
+    latent channels per trained level ``l``. The encoder codes ``y ⊙ g(q)`` where the entropy
+    model (hyperprior and slices, unchanged) sees it as its latent; the decoder's ``ŷ`` is
+    multiplied by ``g'(q)`` before synthesis. A larger gain means a finer effective quantisation
+    step. The quality ``q ∈ [1, L]`` (1: lowest rate) is continuous: between two levels the
+    gains are interpolated geometrically (linearly in the log domain, as in the paper). Gains
+    start at ``sqrt(λ_l / λ_mid)`` (the MSE-optimal step scales with ``λ^-1/2``) and are
+    learned. Entropy coding stays exact at every quality: the fixed-point slice loop is the
+    same, and the gains act outside it.
     """
 
     #: Inputs are padded to a multiple of this (g_a ×16, h_a ×4).
@@ -132,6 +150,8 @@ class ChannelARCodec(CompressionModel):
         hyper_channels: int = 128,
         context_hidden: int = 128,
         max_support_slices: int = -1,
+        rate_levels: int = 0,
+        rate_range: Sequence[float] = (0.0018, 0.18),
     ) -> None:
         super().__init__()
         n, m, h = channels, latent_channels, hyper_channels
@@ -166,6 +186,84 @@ class ChannelARCodec(CompressionModel):
         )
         self.entropy_bottleneck = EntropyBottleneck(h)
         self.context = SliceContextModel(m, num_slices, context_hidden, max_support_slices)
+        self.rate_levels = int(rate_levels)
+        if self.rate_levels:
+            low, high = (float(v) for v in rate_range)
+            if self.rate_levels < 2 or not 0 < low < high:
+                raise ValueError(
+                    f"a variable-rate codec needs rate_levels >= 2 and 0 < low < high λ, got "
+                    f"{rate_levels} levels over {list(rate_range)}"
+                )
+            self._log_lmbdas = torch.linspace(math.log(low), math.log(high), self.rate_levels)
+            start = 0.5 * (self._log_lmbdas - self._log_lmbdas[self.rate_levels // 2])
+            self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
+            self.log_inverse_gain = nn.Parameter(-start[:, None].repeat(1, m))
+
+    # -- variable rate ---------------------------------------------------------------------
+
+    @property
+    def variable_rate(self) -> bool:
+        """Whether one set of weights codes at any quality (``rate_levels`` > 0)."""
+        return self.rate_levels > 0
+
+    @property
+    def quality_range(self) -> tuple[float, float]:
+        """The qualities a variable-rate codec takes: ``(1, L)``."""
+        return 1.0, float(self.rate_levels)
+
+    @property
+    def default_quality(self) -> float | None:
+        """The quality used when none is given: the middle level (None: fixed rate)."""
+        return float(self.rate_levels // 2 + 1) if self.variable_rate else None
+
+    def check_quality(self, quality: float | None) -> float | None:
+        """``quality`` if this codec can code at it, else a ValueError saying why.
+
+        Fixed-rate codecs take no quality; variable-rate codecs take a finite number in
+        :attr:`quality_range` (None: :attr:`default_quality`), returned rounded to float32, the
+        precision a ``.lic`` file records, so that encoder and decoder use the same gains.
+        """
+        if not self.variable_rate:
+            if quality is not None:
+                raise ValueError(f"{self.codec_name} is a fixed-rate codec: it takes no quality")
+            return None
+        if quality is None:
+            return self.default_quality
+        low, high = self.quality_range
+        try:
+            value = float(quality)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not low <= value <= high:  # NaN fails too
+            raise ValueError(f"quality must be a number from {low:g} to {high:g}, got {quality!r}")
+        return struct.unpack(">f", struct.pack(">f", value))[0]  # as files store it: float32
+
+    def _level(self, quality: float) -> tuple[int, float]:
+        position = quality - 1.0
+        index = min(math.floor(position), self.rate_levels - 2)
+        return index, position - index
+
+    def lmbda_at(self, quality: float) -> float:
+        """The λ a variable-rate codec is trained for at ``quality`` (log-linear in between)."""
+        index, t = self._level(self.check_quality(quality))
+        log_lmbda = (1 - t) * self._log_lmbdas[index] + t * self._log_lmbdas[index + 1]
+        return float(math.exp(log_lmbda))
+
+    def quality_for(self, lmbda: float) -> float:
+        """The quality whose λ is ``lmbda`` (clamped to the trained range)."""
+        logs = self._log_lmbdas
+        position = (math.log(lmbda) - float(logs[0])) / float(logs[1] - logs[0])
+        return min(max(position + 1.0, 1.0), float(self.rate_levels))
+
+    def _gains(self, quality: float | None) -> tuple[Tensor, Tensor] | None:
+        """Gain and inverse gain ``(1, M, 1, 1)`` at ``quality``; None for fixed-rate codecs."""
+        quality = self.check_quality(quality)
+        if quality is None:
+            return None
+        index, t = self._level(quality)
+        log_gain = (1 - t) * self.log_gain[index] + t * self.log_gain[index + 1]
+        log_inverse = (1 - t) * self.log_inverse_gain[index] + t * self.log_inverse_gain[index + 1]
+        return log_gain.exp()[None, :, None, None], log_inverse.exp()[None, :, None, None]
 
     # -- shared pieces ---------------------------------------------------------------------
 
@@ -238,8 +336,8 @@ class ChannelARCodec(CompressionModel):
         """Refuse a :class:`Compressed` this codec could not have written (before any work).
 
         Raises:
-            ValueError: wrong latent names, shapes or padding for the image size, or string
-                counts that differ between latents.
+            ValueError: wrong latent names, shapes or padding for the image size, string
+                counts that differ between latents, or a quality this codec does not take.
         """
         height, width = compressed.image_size
         if height < 1 or width < 1:
@@ -258,6 +356,9 @@ class ChannelARCodec(CompressionModel):
         counts = {len(strings) for strings in compressed.strings.values()}
         if len(counts) != 1 or not counts.pop():
             raise ValueError("latents hold different numbers of strings")
+        if self.variable_rate and compressed.quality is None:
+            raise ValueError(f"{self.codec_name} is variable-rate: the file must give a quality")
+        self.check_quality(compressed.quality)
 
     def _coding_tables(self) -> tuple[list[list[int]], list[int], list[int]]:
         gc = self.context.gaussian_conditional
@@ -269,7 +370,9 @@ class ChannelARCodec(CompressionModel):
 
     # -- the three entry points ------------------------------------------------------------
 
-    def forward(self, x: Tensor, exact: bool | None = None) -> CodecOutput:
+    def forward(
+        self, x: Tensor, exact: bool | None = None, quality: float | None = None
+    ) -> CodecOutput:
         """Reconstruction, likelihoods and tapped features.
 
         In training mode ``y`` and ``z`` get additive uniform noise for the likelihoods and a
@@ -281,13 +384,17 @@ class ChannelARCodec(CompressionModel):
             exact: compute the entropy parameters in fixed point as :meth:`compress` does
                 (no gradient flows through them). Default: in eval mode only. A frozen
                 teacher that only needs features can pass ``False`` to save time.
+            quality: for a variable-rate codec, the quality to code at (default: the middle).
         """
         exact = (not self.training) if exact is None else exact
         arithmetic = arithmetic_for(exact)
+        gains = self._gains(quality)
         image_size = (x.shape[-2], x.shape[-1])
         x, padding = self._pad(x)
         features: dict[str, Tensor] = {}
         y = self._transform(self.g_a, x, "g_a", features)
+        if gains is not None:
+            y = y * gains[0]
         features["y"] = y
         z = self.h_a(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
@@ -307,6 +414,8 @@ class ChannelARCodec(CompressionModel):
         for i, p in enumerate(parameters):
             features[f"entropy.{i}.mean"] = p.mean
             features[f"entropy.{i}.scale"] = p.scale
+        if gains is not None:
+            y_hat = y_hat * gains[1]
         x_hat = self._transform(self.g_s, y_hat, "g_s", features)
         return CodecOutput(
             x_hat=self._crop(x_hat, image_size, padding),
@@ -315,15 +424,22 @@ class ChannelARCodec(CompressionModel):
         )
 
     @torch.no_grad()
-    def compress(self, x: Tensor, stopwatch: Stopwatch | None = None) -> Compressed:
+    def compress(
+        self, x: Tensor, stopwatch: Stopwatch | None = None, quality: float | None = None
+    ) -> Compressed:
         """Entropy-code a batch of images in ``[0, 1]`` into one rANS string per image and latent.
 
         Requires up-to-date coding tables (:meth:`update`, done by ``save_codec``). A
-        ``stopwatch`` receives the time spent in entropy coding (section ``"entropy"``).
+        ``stopwatch`` receives the time spent in entropy coding (section ``"entropy"``). A
+        variable-rate codec codes at ``quality`` (default: the middle level) and records it.
         """
+        quality = self.check_quality(quality)
+        gains = self._gains(quality)
         image_size = (x.shape[-2], x.shape[-1])
         x, padding = self._pad(x)
         y = self.g_a(x)
+        if gains is not None:
+            y = y * gains[0]
         z = self.h_a(y)
         with section(stopwatch, "entropy"):
             z_strings = self.entropy_bottleneck.compress(z)
@@ -359,6 +475,7 @@ class ChannelARCodec(CompressionModel):
             shapes={"y": tuple(y.shape[-2:]), "z": tuple(z.shape[-2:])},
             image_size=image_size,
             padding=padding,
+            quality=quality,
         )
 
     @torch.no_grad()
@@ -376,6 +493,7 @@ class ChannelARCodec(CompressionModel):
             ValueError: latent names, shapes or padding that this codec cannot have written.
         """
         self.check_compressed(compressed)
+        gains = self._gains(compressed.quality)
         z_shape = tuple(compressed.shapes["z"])
         y_shape = tuple(compressed.shapes["y"])
         device = next(self.parameters()).device
@@ -409,5 +527,7 @@ class ChannelARCodec(CompressionModel):
             return gc.dequantize(symbols_tensor, mean)
 
         y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize, FIXED_POINT)
+        if gains is not None:
+            y_hat = y_hat * gains[1]
         x_hat = torch.nan_to_num(self.g_s(y_hat), nan=0.0).clamp_(0, 1)
         return self._crop(x_hat, compressed.image_size, compressed.padding)

@@ -11,7 +11,7 @@ test suite on two CPU cores.
 from __future__ import annotations
 
 from lic.codecs.codec import ChannelARCodec
-from lic.codecs.registry import register_codec
+from lic.codecs.registry import codec_spec, list_codecs, register_codec
 
 register_codec(
     "teacher",
@@ -119,3 +119,21 @@ register_codec(
     hyper_channels=16,
     context_hidden=16,
 )
+
+#: Trained levels of the variable-rate variants: λ log-spaced over the default codec's range.
+VARIABLE_RATE_LEVELS = 8
+VARIABLE_RATE_RANGE = (0.0018, 0.18)
+
+# Every variant above also comes variable-rate, as `<name>-vr`: the same network plus one gain
+# and one inverse gain per trained λ (ChannelARCodec, "Variable rate"); `--quality` 1 to 8.
+for _name in list_codecs():
+    _spec = codec_spec(_name)
+    register_codec(
+        f"{_name}-vr",
+        ChannelARCodec,
+        f"variable-rate `{_name}`: any quality from 1 to {VARIABLE_RATE_LEVELS} "
+        f"(λ {VARIABLE_RATE_RANGE[0]}–{VARIABLE_RATE_RANGE[1]}) from one model",
+        **_spec.kwargs,
+        rate_levels=VARIABLE_RATE_LEVELS,
+        rate_range=VARIABLE_RATE_RANGE,
+    )

@@ -96,48 +96,68 @@ def evaluate_checkpoint(
     device: torch.device,
     curve: str | None = None,
     progress: tqdm | None = None,
-) -> tuple[list[ImageResult], dict]:
-    """Code every image with one codec checkpoint (curve name: the codec's, unless given)."""
+    qualities: list[float] | None = None,
+) -> tuple[list[ImageResult], list[dict]]:
+    """Code every image with one codec checkpoint (curve name: the codec's, unless given).
+
+    A fixed-rate checkpoint is one rate point. A variable-rate checkpoint is a whole curve:
+    one point per quality of ``qualities`` (default: each trained level, 1 to L).
+    """
     codec = load_codec(path, device=device)
     curve = curve or codec.codec_name
-    point = (
-        f"lmbda={codec.metadata.get('lmbda')}"
-        if codec.metadata.get("lmbda") is not None
-        else path.stem
-    )
-    results = []
-    for name, pixels in _images(images):
-        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255).to(device)
-        synchronize(device)
-        start = time.perf_counter()
-        data = coding.encode(codec, x)
-        synchronize(device)
-        middle = time.perf_counter()
-        decoded = coding.decode(codec, data)
-        synchronize(device)
-        end = time.perf_counter()
-        results.append(
-            _measure(
-                curve,
-                point,
-                name,
-                pixels,
-                len(data),
-                tensor_to_pixels(decoded),
-                middle - start,
-                end - middle,
-            )
-        )
+    if getattr(codec, "variable_rate", False):
+        low, high = codec.quality_range
+        try:
+            points = [codec.check_quality(q) for q in (qualities or range(int(low), int(high) + 1))]
+        except ValueError as exc:
+            raise UsageError(f"--qualities: {exc}") from None
         if progress is not None:
-            progress.update()
-    info = {
-        "codec": codec.codec_name,
-        "parameters": sum(p.numel() for p in codec.parameters()),
-        "fingerprint": codec.fingerprint,
-        "lmbda": codec.metadata.get("lmbda"),
-        "checkpoint": _recorded_path(path),
-    }
-    return results, info
+            progress.total += len(images) * (len(points) - 1)
+            progress.refresh()
+    else:
+        points = [None]
+    results, infos = [], []
+    for quality in points:
+        lmbda = codec.metadata.get("lmbda") if quality is None else codec.lmbda_at(quality)
+        if quality is not None:
+            point = f"quality={quality:g}"
+        else:
+            point = f"lmbda={lmbda}" if lmbda is not None else path.stem
+        for name, pixels in _images(images):
+            x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255).to(device)
+            synchronize(device)
+            start = time.perf_counter()
+            data = coding.encode(codec, x, quality)
+            synchronize(device)
+            middle = time.perf_counter()
+            decoded = coding.decode(codec, data)
+            synchronize(device)
+            end = time.perf_counter()
+            results.append(
+                _measure(
+                    curve,
+                    point,
+                    name,
+                    pixels,
+                    len(data),
+                    tensor_to_pixels(decoded),
+                    middle - start,
+                    end - middle,
+                )
+            )
+            if progress is not None:
+                progress.update()
+        infos.append(
+            {
+                "codec": codec.codec_name,
+                "parameters": sum(p.numel() for p in codec.parameters()),
+                "fingerprint": codec.fingerprint,
+                "lmbda": lmbda,
+                "checkpoint": _recorded_path(path),
+            }
+            | ({"quality": quality} if quality is not None else {})
+        )
+    return results, infos
 
 
 def evaluate_anchor(
@@ -228,8 +248,12 @@ def run_evaluation(
     device: str = "cpu",
     name: str | None = None,
     dataset: str = "",
+    qualities: list[float] | None = None,
 ) -> list[Path]:
-    """Evaluate checkpoints and anchors on ``images``; returns the results JSON files written."""
+    """Evaluate checkpoints and anchors on ``images``; returns the results JSON files written.
+
+    ``qualities``: the points of variable-rate checkpoints (default: every trained level).
+    """
     if not images:
         raise UsageError("no images to evaluate")
     target = coding.resolve_device(device)
@@ -244,9 +268,9 @@ def run_evaluation(
         curves: dict[str, list[ImageResult]] = defaultdict(list)
         infos: dict[str, list[dict]] = defaultdict(list)
         for path in checkpoints:
-            found, info = evaluate_checkpoint(path, images, target, name, progress)
+            found, info = evaluate_checkpoint(path, images, target, name, progress, qualities)
             curves[found[0].curve] += found
-            infos[found[0].curve].append(info)
+            infos[found[0].curve] += info
         for curve, members in curves.items():
             description = f"lic {infos[curve][0]['codec']} on {dataset or 'images'} ({target.type})"
             summary = summarize(

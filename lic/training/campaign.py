@@ -578,8 +578,16 @@ class RunTrainer:
                 self.adapters.load_state_dict(weights["adapters"])
         elif spec.init:
             init_dir = plan.run_dir(spec.init)
-            self.codec.load_state_dict(load_ema(init_dir))
-            self.record["init"] = {"run": spec.init, "step": read_record(init_dir)["step"]}
+            init_record = read_record(init_dir)
+            state = load_ema(init_dir)
+            if self.codec.variable_rate and init_record["codec"] == spec.codec.removesuffix("-vr"):
+                # a variable-rate run starts from its fixed-rate network; gains as initialised
+                missing, unexpected = self.codec.load_state_dict(state, strict=False)
+                if unexpected or set(missing) != {"log_gain", "log_inverse_gain"}:
+                    raise UsageError(f"run {spec.name!r} cannot start from {spec.init!r}")
+            else:
+                self.codec.load_state_dict(state)
+            self.record["init"] = {"run": spec.init, "step": init_record["step"]}
         self.transform_dtype = autocast_dtype(spec.precision, device)
         self.codec.transform_autocast = self.transform_dtype
         if spec.channels_last:
@@ -639,7 +647,8 @@ class RunTrainer:
             return 0.0, {}
         with torch.no_grad():
             self.teacher.transform_autocast = self.transform_dtype
-            teacher_out = self.teacher(batch, exact=False)
+            quality = {"quality": self.quality} if self.quality is not None else {}
+            teacher_out = self.teacher(batch, exact=False, **quality)
         total, terms = self.distiller(phase, batch, output, teacher_out)
         return total, {k: v.detach().item() for k, v in terms.items()}
 
@@ -652,8 +661,14 @@ class RunTrainer:
         if spec.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         self.codec.train()
-        output = self.codec(batch)
-        terms = self.loss(output, batch)
+        self.quality, lmbda = None, None
+        if self.codec.variable_rate:  # one quality per batch, uniform over the range
+            low, high = self.codec.quality_range
+            draw = float(torch.rand((), generator=self.generator))
+            self.quality = self.codec.check_quality(low + (high - low) * draw)
+            lmbda = self.codec.lmbda_at(self.quality)
+        output = self.codec(batch, quality=self.quality)
+        terms = self.loss(output, batch, lmbda)
         extra, extra_logs = self._distillation(batch, output)
         aux_loss = self.codec.aux_loss()
         total = terms.loss + extra + aux_loss
@@ -684,9 +699,10 @@ class RunTrainer:
         precision, codec.transform_autocast = codec.transform_autocast, None
         codec.eval()
         totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
+        lmbda = codec.lmbda_at(codec.default_quality) if codec.variable_rate else None
         for index in range(crops.shape[0]):
             x = crops[index : index + 1].to(self.device)
-            terms = self.loss(codec(x, exact=False), x)
+            terms = self.loss(codec(x, exact=False), x, lmbda)  # a variable-rate codec: middle
             totals["loss"] += float(terms.loss)
             totals["bpp"] += float(terms.bpp)
             totals["mse"] += float(terms.mse)

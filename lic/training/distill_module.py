@@ -35,7 +35,9 @@ class DistillationModule(RateDistortionModule):
 
     Args:
         codec: the student.
-        loss: the student's rate–distortion loss; λ must equal the teacher's.
+        loss: the student's rate–distortion loss; λ must equal the teacher's. A variable-rate
+            student distils from a variable-rate teacher run at the student's quality (and so
+            at its λ) on every batch.
         teacher: a trained codec loaded with :func:`lic.load_codec` (it knows its λ).
         schedule: the distillation phases.
         terms: the configured distillation terms by name (a recipe's ``distill.terms``); None:
@@ -63,7 +65,17 @@ class DistillationModule(RateDistortionModule):
         channels_last: bool = False,
     ) -> None:
         teacher_lmbda = (getattr(teacher, "metadata", None) or {}).get("lmbda")
-        if teacher_lmbda is None or not math.isclose(teacher_lmbda, loss.lmbda, rel_tol=1e-6):
+        both_variable = getattr(codec, "variable_rate", False) and getattr(
+            teacher, "variable_rate", False
+        )
+        if both_variable:
+            rates = ("rate_levels", "rate_range")
+            if any(codec.codec_config[k] != teacher.codec_config[k] for k in rates):
+                raise LicError(
+                    "a variable-rate student needs a teacher trained over the same qualities "
+                    "(rate_levels, rate_range)"
+                )
+        elif teacher_lmbda is None or not math.isclose(teacher_lmbda, loss.lmbda, rel_tol=1e-6):
             raise LicError(
                 f"the teacher was trained for lambda={teacher_lmbda}, this run uses lambda={loss.lmbda}: "
                 "distil each rate point from the teacher of the same lambda"
@@ -130,7 +142,8 @@ class DistillationModule(RateDistortionModule):
         if not self.distiller.needs_teacher(phase):
             return 0.0, logs
         with torch.no_grad():
-            teacher_out = self.teacher(batch, exact=False)  # the fast float path
+            quality = {"quality": self.quality} if self.quality is not None else {}
+            teacher_out = self.teacher(batch, exact=False, **quality)  # the fast float path
         total, terms = self.distiller(phase, batch, output, teacher_out)
         return total, logs | terms
 

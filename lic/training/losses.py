@@ -58,12 +58,16 @@ class RateDistortionLoss(nn.Module):
         self.lmbda = float(lmbda)
         self.metric = metric
 
-    def forward(self, output: CodecOutput, target: Tensor) -> RateDistortionTerms:
+    def forward(
+        self, output: CodecOutput, target: Tensor, lmbda: float | None = None
+    ) -> RateDistortionTerms:
+        """The loss at this module's λ, or at ``lmbda`` (a variable-rate codec's batch λ)."""
+        lmbda = self.lmbda if lmbda is None else lmbda
         num_pixels = target.shape[-2] * target.shape[-1]
         bpp = bits_per_pixel(output.likelihoods, num_pixels)
         mse = torch.mean((output.x_hat - target) ** 2)
         if self.metric == "mse":
-            return RateDistortionTerms(self.lmbda * 255**2 * mse + bpp, bpp, mse, psnr(mse))
+            return RateDistortionTerms(lmbda * 255**2 * mse + bpp, bpp, mse, psnr(mse))
         similarity = ms_ssim(output.x_hat, target, data_range=1.0)
-        loss = self.lmbda * (1 - similarity) + bpp
+        loss = lmbda * (1 - similarity) + bpp
         return RateDistortionTerms(loss, bpp, mse, psnr(mse), similarity)

@@ -43,6 +43,11 @@ class RateDistortionModule(pl.LightningModule):
     A step whose loss is not finite on any rank is skipped on all ranks (and logged as
     ``train/nonfinite``); ``max_nonfinite_steps`` in a row stop the run.
 
+    A variable-rate codec (``codec.variable_rate``) draws one quality per batch, uniformly over
+    its range, and is trained at that quality's λ (``codec.lmbda_at``; the loss's own λ is then
+    only the run's label); the draw is logged (``train/quality``). Validation runs at the
+    codec's middle quality.
+
     Args:
         codec: a codec built by :func:`lic.create_codec`.
         loss: the rate–distortion loss (λ and metric).
@@ -82,6 +87,7 @@ class RateDistortionModule(pl.LightningModule):
         self.clip_max_norm = clip_max_norm
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_in_a_row = 0
+        self.quality: float | None = None  # the current batch's (variable-rate codecs)
         # Plain data only: a training checkpoint must load with torch.load(weights_only=True).
         self.save_hyperparameters(
             {
@@ -107,6 +113,16 @@ class RateDistortionModule(pl.LightningModule):
         """Parameters of the main and the auxiliary optimizer."""
         return split_parameters(self.codec)
 
+    def draw_quality(self) -> tuple[float | None, float | None]:
+        """This batch's quality and λ for a variable-rate codec; ``(None, None)`` otherwise."""
+        if not getattr(self.codec, "variable_rate", False):
+            return None, None
+        low, high = self.codec.quality_range
+        quality = low + (high - low) * float(torch.rand(()))
+        quality = self.codec.check_quality(quality)
+        self.log("train/quality", quality)
+        return quality, self.codec.lmbda_at(quality)
+
     def extra_loss(self, batch: Tensor, output: Any) -> tuple[Tensor | float, dict[str, Tensor]]:
         """Terms added to the rate–distortion loss, and what to log of them (none here)."""
         return 0.0, {}
@@ -130,8 +146,9 @@ class RateDistortionModule(pl.LightningModule):
         optimizer, aux_optimizer = self.optimizers()
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        output = self.codec(batch)
-        terms = self.loss(output, batch)
+        self.quality, lmbda = self.draw_quality()
+        output = self.codec(batch, quality=self.quality) if self.quality else self.codec(batch)
+        terms = self.loss(output, batch, lmbda)
         extra, extra_logs = self.extra_loss(batch, output)
         aux_loss = self.codec.aux_loss()
         total = terms.loss + extra + aux_loss
@@ -168,7 +185,10 @@ class RateDistortionModule(pl.LightningModule):
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         precision, self.codec.transform_autocast = self.codec.transform_autocast, None
-        terms = self.loss(self.codec(batch), batch)  # validated in float32
+        lmbda = None  # a variable-rate codec: its middle quality, at that quality's λ
+        if getattr(self.codec, "variable_rate", False):
+            lmbda = self.codec.lmbda_at(self.codec.default_quality)
+        terms = self.loss(self.codec(batch), batch, lmbda)  # validated in float32
         self.codec.transform_autocast = precision
         self._log_terms("val", terms, batch_size=batch.shape[0], sync_dist=True)
 

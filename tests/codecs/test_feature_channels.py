@@ -10,7 +10,9 @@ from lic.codecs import create_codec
 from tests.codecs.test_registry import PAPER_SCALE
 
 
-@pytest.mark.parametrize("name", [n for n in lic.list_codecs() if n not in PAPER_SCALE])
+@pytest.mark.parametrize(
+    "name", [n for n in lic.list_codecs() if n.removesuffix("-vr") not in PAPER_SCALE]
+)
 def test_feature_channels_are_the_widths_forward_produces(name: str) -> None:
     codec = create_codec(name).eval()
     with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -383,3 +384,33 @@ def test_the_ema_is_stored_as_a_small_bf16_difference(tmp_path: Path) -> None:
     error = (restored["w"] - ema["w"]).abs().max()
     assert 0 < error < 1e-5  # bf16 rounding of a 1e-3 difference, not of the weights
     assert (tmp_path / "ema.pt").stat().st_size < 0.6 * (tmp_path / "weights.pt").stat().st_size
+
+
+def test_a_variable_rate_run_trains_every_quality(setup) -> None:
+    plan_path, shared, state = setup
+    plan_path.write_text(
+        PLAN.replace(
+            "codec: student-tiny\n    steps: 100000", "codec: student-tiny-vr\n    steps: 100000"
+        )
+    )
+    plan = cp.load_plan(plan_path, shared, state)
+    record = cp.train_slice(plan, "scratch", seconds=120, max_steps=3, evaluate=True)
+    assert record["step"] == 3 and record["codec"] == "student-tiny-vr"
+    assert math.isfinite(record["evals"][-1]["heldout"]["loss"])
+
+
+def test_a_variable_rate_run_starts_from_its_fixed_rate_network(setup) -> None:
+    plan_path, shared, state = setup
+    vr_run = """
+  vr:
+    codec: teacher-tiny-vr
+    steps: 1
+    crops: [[0, 64]]
+    init: teacher
+    after: {teacher: 3}
+"""
+    plan_path.write_text(PLAN + vr_run)
+    plan = cp.load_plan(plan_path, shared, state)
+    cp.train_slice(plan, "teacher", seconds=120, evaluate=False)
+    record = cp.train_slice(plan, "vr", seconds=120, max_steps=1, evaluate=False)
+    assert record["init"] == {"run": "teacher", "step": 3} and record["step"] == 1

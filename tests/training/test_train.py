@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import lic
+from lic import coding
 from lic.checkpoint import weights_fingerprint
 from lic.cli import main as lic_main
 from lic.train import train
@@ -255,3 +256,16 @@ def test_multirun_over_lambda_makes_one_run_folder_each(image_folder, tmp_path) 
     for lmbda in (0.0067, 0.013):
         codec = lic.load_codec(tmp_path / "runs" / "quick" / f"lmbda_{lmbda}" / "codec.ckpt")
         assert codec.metadata["lmbda"] == pytest.approx(lmbda)
+
+
+def test_a_variable_rate_codec_trains_at_a_drawn_quality_per_batch(image_folder, tmp_path) -> None:
+    """codec=<name>-vr: λ drawn per batch across the range; the export codes at any quality."""
+    run = tmp_path / "vr"
+    overrides = small_run_overrides(image_folder, run, steps=3) + ["codec=student-tiny-vr"]
+    metrics = train(compose_train(overrides))
+    assert 1.0 <= metrics["train/quality"] <= 8.0
+    codec = lic.load_codec(run / "codec.ckpt")
+    assert codec.codec_name == "student-tiny-vr" and codec.variable_rate
+    image = torch.rand(1, 3, 64, 64)
+    sizes = [len(coding.encode(codec, image, q)) for q in (1.0, 4.25, 8.0)]
+    assert all(size > 0 for size in sizes)
