@@ -3,6 +3,8 @@
 A seeded mutator derives thousands of containers from two valid ones: random bytes,
 truncations, bit flips (caught by the CRC), the same flips re-sealed with a valid CRC (so they
 reach the parser and the decoder), forged header fields, garbage and zero-length payloads.
+Payloads are read by lic.rans, never by CompressAI's unchecked decoder (``tests/test_rans.py``
+has the decoder's own proofs).
 """
 
 from __future__ import annotations
@@ -127,8 +129,8 @@ def test_fuzzed_containers_decode_or_fail_cleanly(codec_and_files) -> None:
     for outcome, count in sorted(outcomes.items()):
         print(f"  {count:5d}  {outcome}")
     assert sum(outcomes.values()) == FUZZ_CASES
-    # The mutator must reach the decoder, not only the CRC check.
-    assert sum(c for o, c in outcomes.items() if o.endswith("decoded")) > 100
+    # The mutator must reach the rANS decoder, not only the CRC check.
+    assert sum(c for o, c in outcomes.items() if o.endswith(("decoded", "RansError"))) > 300
     assert sum(c for o, c in outcomes.items() if "seal" in o and not o.endswith("decoded")) > 100
 
 
@@ -187,12 +189,101 @@ def test_cli_reports_hostile_files_in_one_line_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == []
 
 
-def test_garbage_payload_with_valid_header_decodes_to_an_image(codec_and_files) -> None:
-    """A forged payload under a valid header is not detectable; it must still end cleanly."""
+def _never_compressai(monkeypatch) -> None:
+    """Make any use of CompressAI's rANS decoder fail the test."""
+    from compressai.entropy_models.entropy_models import _EntropyCoder
+
+    import lic.codecs.codec as codec_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a string reached CompressAI's unchecked rANS decoder")
+
+    monkeypatch.setattr(_EntropyCoder, "decode_with_indexes", refuse)
+    monkeypatch.setattr(codec_module, "RansDecoder", refuse, raising=False)
+
+
+def test_garbage_payload_with_valid_header_ends_cleanly(codec_and_files, monkeypatch) -> None:
+    """A forged payload under a valid header is refused by the rANS checks or decodes."""
+    _never_compressai(monkeypatch)
     codec, files = codec_and_files
     stream = bitstream.unpack(files[0])
+    assert coding.decode(codec, files[0]).shape == (1, 3, 64, 64)
     rng = random.Random(7)
     for length in (0, 1, 7, 8, 100, 5000):
         strings = {n: [rng.randbytes(length)] for n in stream.strings}
-        images = coding.decode(codec, bitstream.pack(dataclasses.replace(stream, strings=strings)))
-        assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
+        try:
+            images = coding.decode(
+                codec, bitstream.pack(dataclasses.replace(stream, strings=strings))
+            )
+        except BitstreamError as exc:
+            assert "rANS string" in str(exc) and "\n" not in str(exc)
+        else:
+            assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize("latent", ["y", "z"])
+def test_worst_case_payloads_are_refused_within_their_bytes(
+    codec_and_files, monkeypatch, latent
+) -> None:
+    """All-ones strings (bypass counts chained without end), payloads cut short, payloads with
+    a word too many: refused, each with a one-line reason, by lic.rans."""
+    from lic.rans import RansError
+
+    _never_compressai(monkeypatch)
+    codec, files = codec_and_files
+    stream = bitstream.unpack(files[0])
+    honest = stream.strings[latent][0]
+    cases = {
+        "all-ones": (b"\xff" * len(honest), "bypass count|read past its end"),
+        "all-ones-long": (b"\xff" * 65536, "bypass count|read past its end"),
+        "cut": (honest[:-4], "read past its end"),
+        "word-too-many": (honest + bytes(4), "left after its"),
+        "not-words": (honest + bytes(1), "whole number of 32-bit words"),
+    }
+    for name, (payload, reason) in cases.items():
+        strings = dict(stream.strings, **{latent: [payload]})
+        forged = bitstream.pack(dataclasses.replace(stream, strings=strings))
+        with pytest.raises(RansError, match=reason) as info:
+            coding.decode(codec, forged)
+        assert "\n" not in str(info.value), name
+
+
+def test_out_of_range_symbols_are_clamped_before_synthesis(codec_and_files, monkeypatch):
+    """A well-formed string holding a value far outside the coding tables (which the encoder
+    writes as an escape code) decodes exactly as the same file with that value clamped.
+
+    The value is forged into the last slice, whose symbols no later context depends on, so
+    both files are read with the same tables and only that value differs.
+    """
+    from compressai.ans import BufferedRansEncoder
+
+    import lic.codecs.codec as codec_module
+    from lic.rans import symbol_range
+
+    codec, _ = codec_and_files
+    low, high = symbol_range(*codec._coding_tables()[1:])
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+    files = {}
+    for value in (2**26, high, -(2**26), low):
+
+        class Forging:
+            def __init__(self, value=value):
+                self.encoder, self.value, self.calls = BufferedRansEncoder(), value, 0
+
+            def encode_with_indexes(self, symbols, *tables):
+                symbols = list(symbols)
+                self.calls += 1
+                if self.calls == codec.context.num_slices:
+                    symbols[5] = self.value
+                self.encoder.encode_with_indexes(symbols, *tables)
+
+            def flush(self):
+                return self.encoder.flush()
+
+        monkeypatch.setattr(codec_module, "BufferedRansEncoder", Forging)
+        files[value] = coding.encode(codec, image)
+    monkeypatch.undo()
+    _never_compressai(monkeypatch)
+    for far, clamped in ((2**26, high), (-(2**26), low)):
+        assert files[far] != files[clamped]
+        assert torch.equal(coding.decode(codec, files[far]), coding.decode(codec, files[clamped]))

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from lic import rans
 from lic.codecs.entropy import FIXED_POINT, Arithmetic, SliceContextModel, arithmetic_for
 from lic.codecs.layers import conv, deconv, transform_stage
 from lic.codecs.timing import Stopwatch, section
@@ -73,18 +74,6 @@ class Compressed:
     @property
     def batch_size(self) -> int:
         return len(self.strings["y"])
-
-
-def _padded(string: bytes, symbols: int) -> bytes:
-    """A rANS string with zero bytes behind it, for decoding strings from elsewhere.
-
-    CompressAI's decoder reads 32-bit words without bounds checks: 8 bytes to start, at most one
-    word per symbol, and more only for escape-coded (bypass) values. An honest string is never
-    read past its end; a truncated or forged one would be, so it gets one zero word per symbol
-    plus slack. Zero words keep the decoder's state small, which makes further bypass reads
-    unlikely; decoding ends after the known number of symbols whatever the bytes say.
-    """
-    return bytes(string) + bytes(4 * symbols + 1024)
 
 
 def _round_ste(x: Tensor) -> Tensor:
@@ -443,15 +432,16 @@ class ChannelARCodec(CompressionModel):
         z = self.h_a(y)
         with section(stopwatch, "entropy"):
             z_strings = self.entropy_bottleneck.compress(z)
-            z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+            z_hat = rans.decompress_bottleneck(self.entropy_bottleneck, z_strings, z.shape[-2:])
         hyper_means, hyper_scales = self._hyper(z_hat, FIXED_POINT)
 
         gc = self.context.gaussian_conditional
         y_slices = self.context.split(y)
         coded: list[tuple[Tensor, Tensor]] = []
+        low, high = rans.symbol_range(*self._coding_tables()[1:])
 
         def quantize(i: int, mean: Tensor, scale: Tensor) -> Tensor:
-            symbols = gc.quantize(y_slices[i], "symbols", mean)
+            symbols = gc.quantize(y_slices[i], "symbols", mean).clamp_(low, high)
             coded.append((symbols, self.context.scale_indexes(scale)))
             return gc.dequantize(symbols, mean)
 
@@ -485,28 +475,28 @@ class ChannelARCodec(CompressionModel):
         A ``stopwatch`` receives the time spent in entropy decoding (section ``"entropy"``).
 
         Strings from elsewhere are untrusted: the shapes are checked against the image size
-        first, and every string is handed to the rANS decoder with zero padding behind it
-        (see :func:`_padded`), so a string that ends too early cannot make the decoder read
-        past its buffer.
+        first, and every string is read by :mod:`lic.rans`, never by CompressAI's unchecked
+        decoder: each read is checked against the string's end, bypass counts no encoder
+        writes are refused, a string must be consumed exactly, and symbols outside the coding
+        tables' range are clamped to it before synthesis.
 
         Raises:
             ValueError: latent names, shapes or padding that this codec cannot have written.
+            lic.rans.RansError: a string that no encoder wrote (a corrupt payload).
         """
         self.check_compressed(compressed)
         gains = self._gains(compressed.quality)
         z_shape = tuple(compressed.shapes["z"])
-        y_shape = tuple(compressed.shapes["y"])
         device = next(self.parameters()).device
-        z_symbols = self.entropy_bottleneck.channels * z_shape[0] * z_shape[1]
-        y_symbols = self.context.slice_channels * self.context.num_slices * y_shape[0] * y_shape[1]
         with section(stopwatch, "entropy"):
-            z_strings = [_padded(s, z_symbols) for s in compressed.strings["z"]]
-            z_hat = self.entropy_bottleneck.decompress(z_strings, z_shape).to(device)
+            z_hat = rans.decompress_bottleneck(
+                self.entropy_bottleneck, compressed.strings["z"], z_shape
+            ).to(device)
             cdfs, cdf_lengths, offsets = self._coding_tables()
             decoders = []
             for string in compressed.strings["y"]:
-                decoder = RansDecoder()
-                decoder.set_stream(_padded(string, y_symbols))
+                decoder = rans.RansDecoder(clamp=True)
+                decoder.set_stream(string)
                 decoders.append(decoder)
         hyper_means, hyper_scales = self._hyper(z_hat, FIXED_POINT)
         gc = self.context.gaussian_conditional
@@ -527,6 +517,8 @@ class ChannelARCodec(CompressionModel):
             return gc.dequantize(symbols_tensor, mean)
 
         y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize, FIXED_POINT)
+        for decoder in decoders:
+            decoder.check_end()
         if gains is not None:
             y_hat = y_hat * gains[1]
         x_hat = torch.nan_to_num(self.g_s(y_hat), nan=0.0).clamp_(0, 1)
