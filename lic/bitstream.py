@@ -27,9 +27,11 @@ codecs have no quality field and flags 0, byte for byte as before the field exis
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from lic.errors import BitstreamError
 
@@ -232,3 +234,14 @@ def unpack(data: bytes) -> Bitstream:
         strings=strings,
         quality=quality,
     )
+
+
+def read_file(path: str | os.PathLike[str]) -> Bitstream:
+    """Read and verify a ``.lic`` file (bytes only: no torch, so ``lic info`` starts fast)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BitstreamError(f"no such file: {path}")
+    try:
+        return unpack(path.read_bytes())
+    except BitstreamError as exc:
+        raise BitstreamError(f"{path}: {exc}") from None

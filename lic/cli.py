@@ -9,13 +9,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lic.errors import LicError, UsageError
-
-if TYPE_CHECKING:
-    from lic.bitstream import Bitstream
-
 
 MAX_PIXELS_HELP = "refuse larger images (default: $LIC_MAX_PIXELS or 2**25 = 33,554,432)"
 
@@ -54,25 +49,10 @@ def _cmd_decode(args: argparse.Namespace) -> None:
     print(f"{args.output}: decoded in {seconds:.3f} s")
 
 
-def _read_header(path: Path) -> Bitstream:
-    """Read and verify a ``.lic`` file with :mod:`lic.bitstream` alone (no torch import).
-
-    The same checks and messages as :func:`lic.coding.read_bitstream_file`, which would
-    import torch and the codecs for a command that only reads bytes.
-    """
-    from lic import bitstream
-    from lic.errors import BitstreamError
-
-    if not path.is_file():
-        raise BitstreamError(f"no such file: {path}")
-    try:
-        return bitstream.unpack(path.read_bytes())
-    except BitstreamError as exc:
-        raise BitstreamError(f"{path}: {exc}") from None
-
-
 def _cmd_info(args: argparse.Namespace) -> None:
-    stream = _read_header(Path(args.input))
+    from lic.bitstream import read_file  # bytes only: no torch import
+
+    stream = read_file(args.input)
     height, width = stream.image_size
     total = sum(len(s) for strings in stream.strings.values() for s in strings)
     print(f"codec        {stream.codec}")

@@ -326,14 +326,8 @@ def encode_file(
 
 
 def read_bitstream_file(path: str | os.PathLike[str]) -> Bitstream:
-    """Read and verify a ``.lic`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise BitstreamError(f"no such file: {path}")
-    try:
-        return bitstream.unpack(path.read_bytes())
-    except BitstreamError as exc:
-        raise BitstreamError(f"{path}: {exc}") from None
+    """Read and verify a ``.lic`` file (:func:`lic.bitstream.read_file`)."""
+    return bitstream.read_file(path)
 
 
 def decode_file(
