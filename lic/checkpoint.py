@@ -14,11 +14,16 @@ A checkpoint is a ``torch.save`` of plain containers (no classes), read back wit
 The fingerprint covers every tensor the decoder uses, coding tables included; bitstreams carry
 its first :data:`lic.bitstream.FINGERPRINT_SIZE` bytes so that a file is never decoded with
 other weights.
+
+Checkpoints written by an older lic load when what they lack has a migration (see
+:func:`load_codec`); anything else is refused with a one-line :class:`CheckpointError`.
+Every checkpoint write goes through :func:`write_plain`: atomic, and a full disk is one line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 from pathlib import Path
@@ -70,6 +75,9 @@ def save_codec(
 
     Returns:
         The weights fingerprint (hex).
+
+    Raises:
+        CheckpointError: the file cannot be written (see :func:`write_plain`).
     """
     name = getattr(codec, "codec_name", None)
     if name is None:
@@ -89,11 +97,42 @@ def save_codec(
         "metadata": {"lmbda": lmbda, "metric": metric, **metadata},
         "fingerprint": fingerprint,
     }
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    write_plain(payload, path)
     codec.fingerprint = fingerprint
     codec.metadata = payload["metadata"]
     return fingerprint
+
+
+def plain_bytes(payload: Any) -> memoryview:
+    """``torch.save(payload)`` into memory: the bytes of a checkpoint file."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getbuffer()
+
+
+def write_plain(payload: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``torch.save(payload)`` to ``path`` atomically (temporary file, fsync, rename).
+
+    The payload is serialised in memory first and written with plain file writes: torch's own
+    writer reports a full disk or a file-size limit as an opaque ``RuntimeError`` ("unexpected
+    pos ..."), a plain write as the ``OSError`` it is. A failed write removes its temporary
+    file and leaves whatever ``path`` held before untouched.
+
+    Raises:
+        CheckpointError: the file cannot be written (no space left, file too large, ...), in
+            one line.
+    """
+    data = plain_bytes(payload)
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot write {path}: {exc.strerror or exc} (any previous {path.name} is unchanged)"
+        ) from None
 
 
 def read_plain(path: str | os.PathLike[str]) -> Any:
@@ -133,8 +172,12 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _state_dict_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
-    """What differs between a codec's state dict and a checkpoint's, in one line ('' if none)."""
+def state_dict_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
+    """What differs between a module's state dict and a checkpoint's, in one line ('' if none).
+
+    Missing and unexpected entries are named, then the first entry that is not a tensor or has
+    another shape (coding tables excepted: their size follows the weights).
+    """
 
     def some(keys: list[str]) -> str:
         return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
@@ -166,6 +209,18 @@ def load_codec(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 
     The codec gets ``fingerprint`` (hex) and ``metadata`` attributes.
 
+    A checkpoint written by an older lic loads when all it lacks has a migration:
+
+    - no ``metadata``: the codec's ``metadata`` is empty (λ and metric unknown);
+    - a ``config`` without constructor arguments added since (``rate_levels`` and
+      ``rate_range`` came with variable-rate codecs): they take the registered variant's value,
+      which is what the older code built. The fingerprint then proves the weights are the ones
+      saved.
+
+    Any other difference is refused: another format version, a missing field, or weights that
+    lack an entry the codec has (a variable-rate checkpoint without its gains) are named in one
+    line.
+
     Raises:
         CheckpointError: unreadable file, unknown format, weights that do not fit the codec,
             or weights whose fingerprint differs from the recorded one.
@@ -180,7 +235,7 @@ def load_codec(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         raise CheckpointError(
             f"{path}: configuration does not build codec {payload['codec']!r}: {exc}"
         ) from None
-    mismatch = _state_dict_mismatch(codec.state_dict(), payload["state_dict"])
+    mismatch = state_dict_mismatch(codec.state_dict(), payload["state_dict"])
     if mismatch:
         raise CheckpointError(f"{path}: weights do not fit codec {payload['codec']!r}: {mismatch}")
     codec.load_state_dict(payload["state_dict"])

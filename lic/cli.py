@@ -27,6 +27,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
         quality=args.quality,
         target_bpp=args.target_bpp,
         target_psnr=args.target_psnr,
+        tile=args.tile,
     )
     if report.notice:
         print(f"lic: note: {args.input}: {report.notice}", file=sys.stderr)
@@ -54,19 +55,25 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
     stream = read_file(args.input)
     height, width = stream.image_size
-    total = sum(len(s) for strings in stream.strings.values() for s in strings)
+    parts = stream.tiles or (stream,)
+    total = sum(len(s) for part in parts for strings in part.strings.values() for s in strings)
     print(f"codec        {stream.codec}")
     print(f"fingerprint  {stream.fingerprint.hex()}")
     print(f"lambda       {stream.lmbda if stream.lmbda is not None else 'unknown'}")
     if stream.quality is not None:
         print(f"quality      {stream.quality:g} (variable-rate codec)")
     print(f"metric       {stream.metric or 'unknown'}")
-    print(
-        f"images       {stream.batch_size} of {width}x{height} (padding l,r,t,b = {stream.padding})"
-    )
-    for name, shape in stream.shapes.items():
-        sizes = [len(s) for s in stream.strings[name]]
-        print(f"latent {name:<5} shape {tuple(shape)}, {sum(sizes)} bytes")
+    if stream.tiling is None:
+        padding = f"padding l,r,t,b = {stream.padding}"
+        print(f"images       {stream.batch_size} of {width}x{height} ({padding})")
+    else:
+        tile, overlap = stream.tiling
+        print(f"images       1 of {width}x{height}")
+        print(f"tiles        {len(stream.tiles)} of at most {tile}x{tile}, overlap {overlap}")
+    for name in parts[0].shapes:
+        sizes = [len(s) for part in parts for s in part.strings[name]]
+        shape = f"shape {tuple(parts[0].shapes[name])}, " if stream.tiling is None else ""
+        print(f"latent {name:<5} {shape}{sum(sizes)} bytes")
     print(f"payload      {total} bytes")
 
 
@@ -246,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--max-pixels", type=int, help=MAX_PIXELS_HELP)
+    p.add_argument(
+        "--tile",
+        type=int,
+        help="code images larger than this many pixels a side in overlapping tiles, which "
+        "bounds memory (default: $LIC_TILE or 2048; 0: never tile)",
+    )
     p.set_defaults(run=_cmd_encode)
 
     p = sub.add_parser("decode", help="decompress a .lic file into a PNG")

@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from lic import bitstream
+from lic import bitstream, tiling
 from lic.bitstream import Bitstream, fingerprint_prefix
 from lic.checkpoint import load_codec
 from lic.codecs import Compressed
@@ -41,12 +42,42 @@ def _fingerprint_bytes(codec: nn.Module) -> bytes:
     return fingerprint_prefix(fingerprint)
 
 
-def encode(codec: nn.Module, images: torch.Tensor, quality: float | None = None) -> bytes:
+def encode(
+    codec: nn.Module,
+    images: torch.Tensor,
+    quality: float | None = None,
+    tile: int | None = None,
+    overlap: int = tiling.DEFAULT_OVERLAP,
+) -> bytes:
     """Compress a batch ``(B, 3, H, W)`` in ``[0, 1]`` into container bytes.
 
     A variable-rate codec codes at ``quality`` (default: its middle level); the file records
     the quality and the λ the codec was trained for there. Fixed-rate codecs take no quality.
+
+    A single image larger than ``tile`` pixels on a side (default :func:`lic.tiling.tile_setting`;
+    0: never) is coded in overlapping tiles one at a time, so memory is bounded by the tile
+    size (:mod:`lic.tiling`); the file records the tiling.
     """
+    tile = tiling.tile_setting(tile)
+    height, width = images.shape[-2:]
+    if tile and images.shape[0] == 1 and max(height, width) > tile:
+        try:
+            boxes = tiling.grid(height, width, tile, overlap)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        parts = [
+            _stream(
+                codec, images[..., b.top : b.top + b.height, b.left : b.left + b.width], quality
+            )
+            for b in boxes
+        ]
+        header = replace(parts[0], image_size=(height, width))
+        return bitstream.pack(header.tiled((tile, overlap), parts))
+    return bitstream.pack(_stream(codec, images, quality))
+
+
+def _stream(codec: nn.Module, images: torch.Tensor, quality: float | None) -> Bitstream:
+    """Code ``images`` whole into a :class:`Bitstream` (see :func:`encode`)."""
     device = next(codec.parameters()).device
     if not getattr(codec, "variable_rate", False):
         if quality is not None:
@@ -62,18 +93,16 @@ def encode(codec: nn.Module, images: torch.Tensor, quality: float | None = None)
     lmbda = metadata.get("lmbda")
     if compressed.quality is not None:
         lmbda = codec.lmbda_at(compressed.quality)
-    return bitstream.pack(
-        Bitstream(
-            codec=codec.codec_name,
-            fingerprint=_fingerprint_bytes(codec),
-            lmbda=lmbda,
-            metric=metadata.get("metric"),
-            image_size=compressed.image_size,
-            padding=compressed.padding,
-            shapes=compressed.shapes,
-            strings=compressed.strings,
-            quality=compressed.quality,
-        )
+    return Bitstream(
+        codec=codec.codec_name,
+        fingerprint=_fingerprint_bytes(codec),
+        lmbda=lmbda,
+        metric=metadata.get("metric"),
+        image_size=compressed.image_size,
+        padding=compressed.padding,
+        shapes=compressed.shapes,
+        strings=compressed.strings,
+        quality=compressed.quality,
     )
 
 
@@ -96,19 +125,29 @@ def decode(codec: nn.Module, data: bytes, max_pixels: int | None = None) -> torc
     return decode_stream(codec, bitstream.unpack(data), max_pixels)
 
 
-def decode_stream(
-    codec: nn.Module, stream: Bitstream, max_pixels: int | None = None
-) -> torch.Tensor:
-    """Decode a parsed container into images ``(B, 3, H, W)`` in ``[0, 1]``.
+def decode_pixels(codec: nn.Module, stream: Bitstream, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a one-image container into ``(H, W, 3)`` uint8 pixels, tile by tile if tiled.
 
-    The header is untrusted: the weights must match, the batch's pixels must be within the
-    limit (:func:`lic.imageio.max_pixels`), and shapes and padding must be what this codec
-    writes for that image size, all before anything is allocated from them.
-
-    Raises:
-        CheckpointError: the file was written with other weights.
-        BitstreamError: too many pixels, or a payload that does not decode.
+    Only one tile's tensors are alive at a time beside the image's float32 canvas.
     """
+    if stream.tiling is None:
+        return tensor_to_pixels(decode_stream(codec, stream, max_pixels))
+    return _blend(codec, stream, max_pixels).pixels()
+
+
+def _blend(codec: nn.Module, stream: Bitstream, max_pixels: int | None) -> tiling.Blender:
+    height, width = stream.image_size
+    _check_header(stream, codec, max_pixels)
+    tile, overlap = stream.tiling
+    blender = tiling.Blender(height, width, overlap)
+    for box, part in zip(tiling.grid(height, width, tile, overlap), stream.tiles, strict=True):
+        decoded = decode_stream(codec, part, max_pixels)
+        blender.add(box, decoded[0].permute(1, 2, 0).cpu().numpy())
+    return blender
+
+
+def _check_header(stream: Bitstream, codec: nn.Module, max_pixels: int | None) -> None:
+    """The weights match and the batch's pixels are within the limit."""
     check_compatible(stream, codec)
     height, width = stream.image_size
     what = f"bitstream of {stream.batch_size} x {height}x{width}"
@@ -116,6 +155,26 @@ def decode_stream(
         check_pixels(stream.batch_size * height * width, what, max_pixels)
     except LicError as exc:
         raise BitstreamError(str(exc)) from None
+
+
+def decode_stream(
+    codec: nn.Module, stream: Bitstream, max_pixels: int | None = None
+) -> torch.Tensor:
+    """Decode a parsed container into images ``(B, 3, H, W)`` in ``[0, 1]``.
+
+    The header is untrusted: the weights must match, the batch's pixels must be within the
+    limit (:func:`lic.imageio.max_pixels`), and shapes and padding must be what this codec
+    writes for that image size, all before anything is allocated from them. A tiled stream
+    is decoded tile by tile and blended (:mod:`lic.tiling`).
+
+    Raises:
+        CheckpointError: the file was written with other weights.
+        BitstreamError: too many pixels, or a payload that does not decode.
+    """
+    if stream.tiling is not None:
+        canvas = _blend(codec, stream, max_pixels).canvas
+        return torch.from_numpy(canvas).permute(2, 0, 1)[None].clamp_(0, 1)
+    _check_header(stream, codec, max_pixels)
     if getattr(codec, "variable_rate", False) or stream.quality is not None:
         try:
             if stream.quality is None:
@@ -170,15 +229,19 @@ class Trial:
 
 
 def _trial(
-    codec: nn.Module, image: torch.Tensor, quality: float | None, psnr: bool, label=None
+    codec: nn.Module,
+    image: torch.Tensor,
+    quality: float | None,
+    psnr: bool,
+    label=None,
+    tile: int | None = None,
 ) -> Trial:
-    data = encode(codec, image, quality)
+    data = encode(codec, image, quality, tile=tile)
     bpp = 8 * len(data) / (image.shape[-2] * image.shape[-1])
     value = None
     if psnr:
-        decoded = tensor_to_pixels(
-            decode(codec, data, max_pixels=image.shape[-2] * image.shape[-1])
-        )
+        pixels = image.shape[-2] * image.shape[-1]
+        decoded = decode_pixels(codec, bitstream.unpack(data), max_pixels=pixels)
         original = tensor_to_pixels(image)
         mse = float(((decoded.astype("float64") - original) ** 2).mean())
         value = 10 * math.log10(255**2 / max(mse, 1e-12))
@@ -194,6 +257,7 @@ def search_quality(
     max_encodes: int = 12,
     labels: list[float] | None = None,
     psnr_tolerance: float = 0.05,
+    tile: int | None = None,
 ) -> tuple[Trial, int]:
     """Find the quality that meets a target: a file size or a quality level.
 
@@ -207,6 +271,7 @@ def search_quality(
 
     Args:
         labels: the quality numbers of fixed-rate ``codecs`` (reported in the chosen trial).
+        tile: the tile size every encode uses (:func:`encode`).
 
     Returns:
         The chosen trial and how many encodes the search took.
@@ -234,7 +299,7 @@ def search_quality(
         low, high = codec.quality_range
         trials = {}
         for quality in (low, high):
-            trials[quality] = _trial(codec, image, quality, by_psnr)
+            trials[quality] = _trial(codec, image, quality, by_psnr, tile=tile)
             encodes += 1
         if not meets(trials[low] if not by_psnr else trials[high]):
             return (trials[low] if not by_psnr else trials[high]), encodes  # out of reach
@@ -242,7 +307,7 @@ def search_quality(
             return (trials[high] if not by_psnr else trials[low]), encodes  # every quality meets
         best = trials[low] if not by_psnr else trials[high]
         while encodes < max_encodes and not close(best):
-            middle = _trial(codec, image, (low + high) / 2, by_psnr)
+            middle = _trial(codec, image, (low + high) / 2, by_psnr, tile=tile)
             encodes += 1
             if meets(middle):
                 best = middle
@@ -252,7 +317,8 @@ def search_quality(
         return best, encodes
     trials = []
     for index, codec in enumerate(codecs):
-        trials.append(_trial(codec, image, None, by_psnr, labels[index] if labels else None))
+        label = labels[index] if labels else None
+        trials.append(_trial(codec, image, None, by_psnr, label, tile=tile))
         encodes += 1
     meeting = [t for t in trials if meets(t)]
     if not meeting:  # nearest reachable: the smallest file, or the best PSNR
@@ -269,18 +335,21 @@ def encode_file(
     quality: float | None = None,
     target_bpp: float | None = None,
     target_psnr: float | None = None,
+    tile: int | None = None,
 ) -> EncodeReport:
     """Encode one image file into a ``.lic`` file (written atomically).
 
     Without ``checkpoint`` the default codec shipped with lic codes it, at ``quality`` 1–4
     (see :mod:`lic.pretrained`). A variable-rate checkpoint takes any ``quality`` in its range.
     ``target_bpp`` / ``target_psnr`` search the quality instead (:func:`search_quality`).
+    Images larger than ``tile`` pixels a side are coded in tiles (:func:`encode`).
     """
     from lic import pretrained
 
     if quality is not None and (target_bpp is not None or target_psnr is not None):
         raise UsageError("give --quality or a target (--target-bpp, --target-psnr), not both")
     target = resolve_device(device)
+    tile = tiling.tile_setting(tile)
     image = load_image(source, max_pixels)
     if checkpoint is None:
         if quality is not None and float(quality) != int(quality):
@@ -307,12 +376,14 @@ def encode_file(
     start = time.perf_counter()
     search = None
     if target_bpp is None and target_psnr is None:
-        data = encode(codecs[0], tensor, quality)
+        data = encode(codecs[0], tensor, quality, tile=tile)
         chosen = quality if quality is not None else getattr(codecs[0], "default_quality", None)
         chosen = fixed_quality if chosen is None else chosen
         psnr = None
     else:
-        trial, encodes = search_quality(codecs, tensor, target_bpp, target_psnr, labels=labels)
+        trial, encodes = search_quality(
+            codecs, tensor, target_bpp, target_psnr, labels=labels, tile=tile
+        )
         data, chosen, psnr = trial.data, trial.quality, trial.psnr
         goal = f"{target_bpp} bpp" if target_bpp is not None else f"{target_psnr} dB"
         search = f"target {goal}: {encodes} encodes"
@@ -358,7 +429,7 @@ def decode_file(
         )
     codec = load_codec(checkpoint, device=target)
     start = time.perf_counter()
-    images = decode_stream(codec, stream, max_pixels)
+    pixels = decode_pixels(codec, stream, max_pixels)
     seconds = time.perf_counter() - start
-    save_png(tensor_to_pixels(images), output)
+    save_png(pixels, output)
     return seconds

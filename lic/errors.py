@@ -25,3 +25,18 @@ class CheckpointError(LicError):
 
 class ImageError(LicError):
     """An image file that cannot be read or written."""
+
+
+def message_line(exc: BaseException) -> str:
+    """The one line that shows ``exc`` to the user.
+
+    An error raised in a data-loading worker reaches the main process re-raised by torch, with
+    the worker's traceback in its message (``Caught ImageError in DataLoader worker process 0.
+    Original Traceback ...``); the line shown is the original message, from the traceback's last
+    line. Any other message of several lines is joined into one.
+    """
+    text = str(exc).strip()
+    if text.startswith(f"Caught {type(exc).__name__} ") and "Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split())

@@ -12,12 +12,13 @@ teacher and the ``distill`` phases). This module only composes, instantiates and
 
 Each run lives in ``run_dir`` (``runs/<name>/lmbda_<λ>`` by default). Re-running the same
 command resumes from ``run_dir/checkpoints/last.ckpt`` when it exists; ``resume=PATH``
-resumes from a given Lightning checkpoint instead.
+resumes from a given Lightning checkpoint instead (checked first: :func:`check_resume`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lic.errors import LicError
+from lic.errors import CheckpointError, LicError, message_line
 from lic.paths import RunDir, recipes_dir
 
 log = logging.getLogger("lic.train")
@@ -50,6 +51,81 @@ def resume_path(cfg: DictConfig) -> str | None:
         return str(path)
     last = RunDir(Path(cfg.run_dir)).last_checkpoint
     return str(last) if last.is_file() else None
+
+
+#: What a training checkpoint must hold to be resumed: Lightning's state of the loop, the
+#: weights, both optimizers and the schedule, and the run's identity (codec, λ, metric).
+RESUME_KEYS = (
+    "pytorch-lightning_version",
+    "global_step",
+    "loops",
+    "state_dict",
+    "optimizer_states",
+    "lr_schedulers",
+    "hyper_parameters",
+)
+
+
+def check_resume(path: str, module: Any) -> None:
+    """Refuse, in one line, a training checkpoint that ``module``'s run cannot continue exactly.
+
+    A resume continues the same run: the checkpoint must hold :data:`RESUME_KEYS`, for the
+    same codec (name and configuration), λ and metric, with weights that fit the module by
+    name and shape. A checkpoint written by an older lic resumes when all it lacks has a
+    migration:
+
+    - no ``lic_nonfinite_in_a_row`` (non-finite steps were not counted yet): the count
+      restarts at zero;
+    - a codec configuration without arguments added since (``rate_levels`` and ``rate_range``
+      came with variable-rate codecs): they take the registered variant's value, which is what
+      the older code built (:func:`lic.codecs.registry.resolve_config`).
+
+    Anything else (a missing key, weights without an entry the codec now has, another codec,
+    configuration, λ or metric) is a :class:`~lic.errors.CheckpointError` naming it, raised
+    before training starts, rather than Lightning's traceback or a silently different run.
+    The file is read once more by Lightning when it resumes.
+    """
+    from lic.checkpoint import read_plain, state_dict_mismatch
+    from lic.codecs.registry import resolve_config
+
+    payload = read_plain(path)
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a Lightning training checkpoint")
+    missing = [key for key in RESUME_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(
+            f"{path}: cannot resume: the checkpoint lacks {', '.join(missing)} "
+            "(written by another version of lic or Lightning?)"
+        )
+    saved, codec = payload["hyper_parameters"], module.codec
+    saved = saved if isinstance(saved, dict) else {}
+    if saved.get("codec") != codec.codec_name:
+        raise CheckpointError(
+            f"{path} holds a {saved.get('codec')!r} run; this run trains {codec.codec_name!r}"
+        )
+    try:
+        config = resolve_config(codec.codec_name, **(saved.get("codec_config") or {}))
+    except LicError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    differences = [
+        f"{key} {config.get(key)} in the checkpoint, {value} here"
+        for key, value in codec.codec_config.items()
+        if config.get(key) != value
+    ]
+    lmbda, metric = saved.get("lmbda"), saved.get("metric")
+    if not isinstance(lmbda, int | float) or not math.isclose(
+        lmbda, module.loss.lmbda, rel_tol=1e-6
+    ):
+        differences.append(f"lambda {lmbda} in the checkpoint, {module.loss.lmbda} here")
+    if metric != module.loss.metric:
+        differences.append(f"metric {metric} in the checkpoint, {module.loss.metric} here")
+    if differences:
+        raise CheckpointError(
+            f"{path} is another run ({'; '.join(differences)}): a resume continues the same run"
+        )
+    mismatch = state_dict_mismatch(module.state_dict(), payload["state_dict"])
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not fit this run: {mismatch}")
 
 
 def remove_stale_temporaries(directory: Path) -> int:
@@ -115,6 +191,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if removed:
         log.info("removed %d unfinished checkpoint write(s) of an interrupted run", removed)
     if ckpt_path:
+        check_resume(ckpt_path, module)
         log.info("resuming from %s", ckpt_path)
     elif cfg.get("init_checkpoint"):
         log.info("starting from the weights of %s", cfg.init_checkpoint)
@@ -134,8 +211,12 @@ def main() -> None:
         try:
             train(cfg)
         except LicError as exc:
-            print(f"lic-train: error: {exc}", file=sys.stderr)
+            print(f"lic-train: error: {message_line(exc)}", file=sys.stderr)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # an unwritable log or output, a full disk, ...
+            where = f": {exc.filename}" if exc.filename else ""
+            print(f"lic-train: error: {exc.strerror or exc}{where}", file=sys.stderr)
+            sys.exit(1)
 
     _main()
 

@@ -110,3 +110,45 @@ def test_not_a_checkpoint(tmp_path) -> None:
     torch.save({"state_dict": {}}, tmp_path / "lightning.ckpt")
     with pytest.raises(CheckpointError, match="not a lic codec checkpoint"):
         lic.load_codec(tmp_path / "lightning.ckpt")
+
+
+def test_checkpoints_of_an_older_lic_load_or_are_refused_in_one_line(
+    tiny_checkpoint, tmp_path
+) -> None:
+    """What an older lic wrote loads where a migration is documented (``load_codec``), and is
+    otherwise refused in one line naming what is missing."""
+    reference = lic.load_codec(tiny_checkpoint)
+
+    def older(change, source=tiny_checkpoint):
+        payload = torch.load(source, weights_only=True)
+        change(payload)
+        path = tmp_path / f"older-{len(list(tmp_path.iterdir()))}.ckpt"
+        torch.save(payload, path)
+        return path
+
+    codec = lic.load_codec(older(lambda p: p.pop("metadata")))
+    assert codec.metadata == {} and codec.fingerprint == reference.fingerprint
+    before_variable_rate = older(
+        lambda p: [p["config"].pop(key) for key in ("rate_levels", "rate_range")]
+    )
+    codec = lic.load_codec(before_variable_rate)
+    assert not codec.variable_rate and codec.codec_config == reference.codec_config
+    assert codec.fingerprint == reference.fingerprint
+
+    variable_rate = tmp_path / "vr.ckpt"
+    lic.save_codec(lic.create_codec("student-tiny-vr"), variable_rate)
+    without_gains = older(
+        lambda p: [p["state_dict"].pop(k) for k in ("log_gain", "log_inverse_gain")],
+        source=variable_rate,
+    )
+    for path, fragment in [
+        (older(lambda p: p.pop("version")), "format version None is not supported"),
+        (older(lambda p: p.update(version=0)), "format version 0 is not supported"),
+        (older(lambda p: p.pop("fingerprint")), "lacks fingerprint"),
+        (older(lambda p: p.pop("config")), "lacks config"),
+        (without_gains, "missing log_gain, log_inverse_gain"),
+    ]:
+        with pytest.raises(CheckpointError) as info:
+            lic.load_codec(path)
+        message = str(info.value)
+        assert "\n" not in message and fragment in message, message

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 
 import pytest
 
 from lic.errors import UsageError
-from lic.files import IMAGE_SUFFIXES, list_images
+from lic.files import IMAGE_SUFFIXES, atomic_output, list_images
 from tests.conftest import REPO
 
 
@@ -47,3 +49,19 @@ def _run(code: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_output_gives_new_files_the_usual_permissions(tmp_path, umask) -> None:
+    old = os.umask(umask)
+    try:
+        with atomic_output(tmp_path / "out.lic") as tmp:
+            tmp.write_bytes(b"data")
+        with pytest.raises(RuntimeError), atomic_output(tmp_path / "out.lic") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("failed mid-write")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.lic").stat().st_mode) == 0o666 & ~umask
+    assert (tmp_path / "out.lic").read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.lic"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import struct
 import subprocess
 import sys
 import time
@@ -39,14 +40,35 @@ def codec_and_files(tiny_checkpoint):
     files = [
         coding.encode(codec, torch.rand(1, 3, 64, 64, generator=gen)),
         coding.encode(codec, torch.rand(1, 3, 70, 45, generator=gen)),
+        coding.encode(codec, torch.rand(1, 3, 64, 150, generator=gen), tile=64, overlap=16),
     ]
+    assert bitstream.unpack(files[-1]).tiling == (64, 16)
     return codec, files
 
 
 def _forge(rng: random.Random, data: bytes) -> bytes:
     """A structurally valid container with semantically hostile fields."""
     stream = bitstream.unpack(data)
-    kind = rng.randrange(7)
+    if stream.tiling is not None:  # the image size or the tiling, or one tile's fields
+        at = data.index(struct.pack(">IIIH", *stream.image_size, *stream.tiling))
+        choice = rng.random()
+        if choice < 0.3:
+            side = rng.choice([1, 64, 2**16, 2**31, 2**32 - 1])
+            fields = struct.pack(">II", side, rng.choice([1, side])) + data[at + 8 : at + 14]
+        elif choice < 0.6:
+            tile = rng.choice([0, 63, 64, 65, 128, 2**32 - 1])
+            fields = data[at : at + 8] + struct.pack(">IH", tile, rng.randrange(64))
+        else:
+            tiles = list(stream.tiles)
+            index = rng.randrange(len(tiles))
+            tiles[index] = bitstream.unpack(_forge_one(rng, tiles[index], first_kind=1))
+            return bitstream.pack(dataclasses.replace(stream, tiles=tuple(tiles)))
+        return _seal(data[:at] + fields + data[at + 14 : -4])
+    return _forge_one(rng, stream)
+
+
+def _forge_one(rng: random.Random, stream: bitstream.Bitstream, first_kind: int = 0) -> bytes:
+    kind = rng.randrange(first_kind, 7)
     if kind == 0:  # huge image claims
         side = rng.choice([2**16, 2**20, 2**31, 2**32 - 1])
         return bitstream.pack(dataclasses.replace(stream, image_size=(side, rng.choice([1, side]))))

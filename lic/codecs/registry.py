@@ -62,11 +62,11 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def create_codec(name: str, **overrides: Any) -> nn.Module:
-    """Build the registered codec ``name``, with constructor arguments overridden.
+def resolve_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The full constructor arguments of codec ``name`` with ``overrides``: its ``codec_config``.
 
-    The returned module carries ``codec_name`` and ``codec_config`` (all constructor
-    arguments, defaults included, as JSON-compatible values).
+    Raises:
+        UsageError: an unknown codec, or an argument its class does not take.
     """
     spec = codec_spec(name)
     signature = inspect.signature(spec.cls)
@@ -75,8 +75,17 @@ def create_codec(name: str, **overrides: Any) -> nn.Module:
         raise UsageError(f"codec {name!r} takes no argument(s) {', '.join(sorted(unknown))}")
     bound = signature.bind(**{**spec.kwargs, **overrides})
     bound.apply_defaults()
-    config = {key: _jsonable(value) for key, value in bound.arguments.items()}
-    codec = spec.cls(**config)
+    return {key: _jsonable(value) for key, value in bound.arguments.items()}
+
+
+def create_codec(name: str, **overrides: Any) -> nn.Module:
+    """Build the registered codec ``name``, with constructor arguments overridden.
+
+    The returned module carries ``codec_name`` and ``codec_config`` (all constructor
+    arguments, defaults included, as JSON-compatible values: :func:`resolve_config`).
+    """
+    config = resolve_config(name, **overrides)
+    codec = codec_spec(name).cls(**config)
     codec.codec_name = name
     codec.codec_config = config
     return codec

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from lic import coding
 from lic.bitstream import short_fingerprint
-from lic.checkpoint import load_codec, save_codec, weights_fingerprint
+from lic.checkpoint import load_codec, save_codec, weights_fingerprint, write_plain
 from lic.files import atomic_output
 from lic.imageio import tensor_to_pixels
 from lic.paths import REAL_BITS_FILE, portable_path
@@ -27,7 +26,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file beside it, fsyncs, then renames it into place.
 
     A run killed at any moment leaves either the previous checkpoint or the new one under the
-    final name, never a partial file.
+    final name, never a partial file. A write that fails (no space left, a file-size limit)
+    stops the run with a one-line :class:`~lic.errors.CheckpointError` and leaves the previous
+    checkpoints as they were, so the run resumes from the last one written
+    (:func:`lic.checkpoint.write_plain`).
     """
 
     def save_checkpoint(
@@ -37,10 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_plain(checkpoint, path)
 
 
 def _real_bits(codec: torch.nn.Module, images: list[torch.Tensor]) -> dict[str, float]:

@@ -21,7 +21,10 @@ State (``campaign/<plan>/<run>/``, tracked in git, so a fresh clone continues it
 
 A save writes the new state into a sibling folder and swaps it in with two renames; a run
 killed at any moment leaves the previous state or the new one (``load`` repairs a swap that
-was cut in half). No file exceeds ``MAX_FILE_BYTES`` (what a GPU command can send back).
+was cut in half), and a save that fails (a full disk) leaves the previous one with a one-line
+error. No file exceeds ``MAX_FILE_BYTES`` (what a GPU command can send back). A state that
+this code cannot resume exactly (written by another version of lic, edited by hand, a merge
+conflict) is refused in one line naming what is missing or does not fit, before training.
 
 Design choices (ours; see README "Training campaign"):
 
@@ -38,6 +41,7 @@ Design choices (ours; see README "Training campaign"):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -56,8 +60,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lic.errors import UsageError
-from lic.files import list_images
+from lic.errors import CheckpointError, ImageError, UsageError
+from lic.files import MAX_UNREADABLE_FRACTION, list_images
 from lic.training.precision import autocast_dtype
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,9 @@ log = logging.getLogger(__name__)
 #: Largest state file: a GPU command returns files of at most 16 MiB.
 MAX_FILE_BYTES = 16 * 2**20
 STATE_FILES = ("weights.pt", "ema.pt", "optim.pt", "state.json")
+#: What a run's ``state.json`` holds (:func:`new_record`), and its ``compute`` entry.
+RECORD_KEYS = ("run", "codec", "lmbda", "step", "images_seen", "compute", "slices", "evals")
+COMPUTE_KEYS = ("cpu_core_hours", "gpu_hours")
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -283,6 +290,11 @@ class ResidentImages:
     Crops are cut where the photos live (on the GPU with ``device="cuda"``), flipped at random,
     and returned as a float batch ``(B, 3, side, side)`` in ``[0, 1]``. The random choices come
     from a CPU generator, so a seed gives the same crops on every device.
+
+    A photo that cannot be read (deleted, truncated or made unreadable since the folder was
+    listed) is left out with one warning and counted in ``unreadable``; more than
+    :data:`~lic.files.MAX_UNREADABLE_FRACTION` of them is an :class:`~lic.errors.ImageError`.
+    Once loaded, the photos are in memory: what happens to the files after that does not matter.
     """
 
     def __init__(self, paths: Sequence[Path], device: torch.device | str = "cpu") -> None:
@@ -293,11 +305,23 @@ class ResidentImages:
         if not paths:
             raise UsageError("no training photos")
         self.device = torch.device(device)
-        self.names = [p.name for p in paths]
-        self.images = []
+        self.names: list[str] = []
+        self.images: list[Tensor] = []
+        self.unreadable: list[Path] = []
         for path in paths:
-            with Image.open(path) as image:
-                pixels = convert_to_rgb8(image).pixels
+            try:
+                with Image.open(path) as image:
+                    pixels = convert_to_rgb8(image).pixels
+            except Exception as exc:  # noqa: BLE001 - any read error: counted, then left out
+                self.unreadable.append(path)
+                if len(self.unreadable) > MAX_UNREADABLE_FRACTION * len(paths):
+                    raise ImageError(
+                        f"{len(self.unreadable)} of {len(paths)} training photos cannot be read "
+                        f"(last: {path}: {type(exc).__name__}); is the folder still there?"
+                    ) from None
+                log.warning("skipping unreadable photo %s (%s)", path, type(exc).__name__)
+                continue
+            self.names.append(path.name)
             self.images.append(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device))
 
     def __len__(self) -> int:
@@ -382,46 +406,131 @@ def _repair(run_dir: Path) -> None:
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``state.json`` (from a swap cut in half too), or None when it has not started."""
+    """The run's ``state.json`` (from a swap cut in half too), or None when it has not started.
+
+    There is no migration of records: one that is not JSON or lacks one of
+    :data:`RECORD_KEYS` (or of :data:`COMPUTE_KEYS` in ``compute``) was written by another
+    version of lic or edited, and is refused rather than guessed at.
+
+    Raises:
+        CheckpointError: the record cannot be used, in one line naming why.
+    """
     for folder in (run_dir, run_dir.with_name(run_dir.name + ".old")):
         path = folder / "state.json"
         try:
-            return json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(
+                f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})"
+            ) from None
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{path}: not a run record")
+        missing = [key for key in RECORD_KEYS if key not in record]
+        if isinstance(record.get("compute"), dict):
+            missing += [f"compute.{key}" for key in COMPUTE_KEYS if key not in record["compute"]]
+        if missing:
+            raise CheckpointError(
+                f"{path} lacks {', '.join(missing)} (written by another version of lic?): "
+                f"run {run_dir.name!r} cannot be resumed from it"
+            )
+        return record
     return None
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make the entries of ``folder`` (files created, renames) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_state(run_dir: Path, tensors: dict[str, dict], record: dict[str, Any]) -> None:
-    """Write the run's files into a new folder, then swap it in with two renames."""
+    """Write the run's files into a new folder, then swap it in with two renames.
+
+    The files are serialised in memory first (their sizes checked against
+    :data:`MAX_FILE_BYTES`), written and fsynced into ``.<run>.next-<pid>``; then the run's
+    folder becomes ``<run>.old``, the new one takes its name and ``<run>.old`` is removed. A
+    kill between any two of these steps leaves the previous state or the new one, whole
+    (:func:`read_record` reads ``<run>.old`` too; the run's next writer repairs the swap). A
+    save that fails (no space left, a file-size limit) puts the previous state back and
+    removes the new folder.
+
+    Raises:
+        CheckpointError: the state cannot be written, in one line; the previous state is kept.
+        UsageError: a file over :data:`MAX_FILE_BYTES`.
+    """
+    from lic.checkpoint import plain_bytes
+
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     _repair(run_dir)
+    files = {filename: plain_bytes(payload) for filename, payload in tensors.items()}
+    for filename, data in files.items():
+        if len(data) > MAX_FILE_BYTES:
+            raise UsageError(
+                f"{filename} of run {run_dir.name} is {len(data)} bytes, over {MAX_FILE_BYTES}"
+            )
+    files["state.json"] = (json.dumps(record, indent=1) + "\n").encode()
     staging = run_dir.with_name(f".{run_dir.name}.next-{os.getpid()}")
+    old = run_dir.with_name(run_dir.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
-        for filename, payload in tensors.items():
-            torch.save(payload, staging / filename)
-            size = (staging / filename).stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise UsageError(
-                    f"{filename} of run {run_dir.name} is {size} bytes, over {MAX_FILE_BYTES}"
-                )
-        (staging / "state.json").write_text(json.dumps(record, indent=1) + "\n")
-        for path in staging.iterdir():
-            with open(path, "rb") as handle:
+        staging.mkdir()
+        for filename, data in files.items():
+            with open(staging / filename, "wb") as handle:
+                handle.write(data)
+                handle.flush()
                 os.fsync(handle.fileno())
-        old = run_dir.with_name(run_dir.name + ".old")
+        _fsync_dir(staging)
         if run_dir.exists():
             run_dir.rename(old)
         staging.rename(run_dir)
+        _fsync_dir(run_dir.parent)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            _repair(run_dir)  # the previous state back under the run's name
+        raise CheckpointError(
+            f"cannot save run {run_dir.name!r} in {run_dir.parent}: {exc.strerror or exc} "
+            "(its previous state, if any, is kept)"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_tensors(run_dir: Path, filename: str) -> dict:
-    return torch.load(run_dir / filename, map_location="cpu", weights_only=True)
+def load_tensors(run_dir: Path, filename: str, *keys: str) -> dict:
+    """A state file of the run, read as plain data, that must hold ``keys``.
+
+    Raises:
+        CheckpointError: the file cannot be read or lacks one of ``keys``, in one line.
+    """
+    from lic.checkpoint import read_plain
+
+    path = run_dir / filename
+    payload = read_plain(path)
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a campaign state file")
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)} (written by another version of lic?)"
+        )
+    return payload
+
+
+def _load_into(module: nn.Module, state: dict[str, Tensor], source: Path) -> None:
+    """``module.load_state_dict(state)``, with a state that does not fit refused in one line."""
+    from lic.checkpoint import state_dict_mismatch
+
+    mismatch = state_dict_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{source} does not fit the run's codec: {mismatch}")
+    module.load_state_dict(state)
 
 
 def _ema_payload(ema: dict[str, Tensor], weights: dict[str, Tensor]) -> dict[str, Any]:
@@ -440,11 +549,15 @@ def _ema_payload(ema: dict[str, Tensor], weights: dict[str, Tensor]) -> dict[str
 
 
 def load_ema(run_dir: Path) -> dict[str, Tensor]:
-    """The run's EMA weights (float32 state dict), rebuilt from ``ema.pt`` and ``weights.pt``."""
+    """The run's EMA weights (float32 state dict), rebuilt from ``ema.pt`` and ``weights.pt``.
+
+    ``ema.pt`` of the first campaign format, a full float32 state dict, loads as it is.
+    """
     payload = load_tensors(run_dir, "ema.pt")
     if payload.get("format") != "delta-bf16":
         return payload  # a full float32 state dict
-    weights = load_tensors(run_dir, "weights.pt")["codec"]
+    payload = load_tensors(run_dir, "ema.pt", "delta", "exact")
+    weights = load_tensors(run_dir, "weights.pt", "codec")["codec"]
     ema = {k: weights[k] + delta.float() for k, delta in payload["delta"].items()}
     return {k: ema.get(k, payload["exact"].get(k)) for k in weights}
 
@@ -572,10 +685,12 @@ class RunTrainer:
         if spec.teacher:
             self._setup_distillation()
         if self.record["step"] > 0:
-            weights = load_tensors(self.run_dir, "weights.pt")
-            self.codec.load_state_dict(weights["codec"])
+            source = self.run_dir / "weights.pt"
+            keys = ("codec", "adapters") if self.adapters is not None else ("codec",)
+            weights = load_tensors(self.run_dir, "weights.pt", *keys)
+            _load_into(self.codec, weights["codec"], source)
             if self.adapters is not None:
-                self.adapters.load_state_dict(weights["adapters"])
+                _load_into(self.adapters, weights["adapters"], source)
         elif spec.init:
             init_dir = plan.run_dir(spec.init)
             init_record = read_record(init_dir)
@@ -586,7 +701,7 @@ class RunTrainer:
                 if unexpected or set(missing) != {"log_gain", "log_inverse_gain"}:
                     raise UsageError(f"run {spec.name!r} cannot start from {spec.init!r}")
             else:
-                self.codec.load_state_dict(state)
+                _load_into(self.codec, state, init_dir / "ema.pt")
             self.record["init"] = {"run": spec.init, "step": init_record["step"]}
         self.transform_dtype = autocast_dtype(spec.precision, device)
         self.codec.transform_autocast = self.transform_dtype
@@ -594,7 +709,7 @@ class RunTrainer:
             self.codec.to(memory_format=torch.channels_last)
         self.ema = ModelEmaV3(self.codec, decay=spec.ema_decay, use_warmup=True)
         if self.record["step"] > 0:
-            self.ema.module.load_state_dict(load_ema(self.run_dir))
+            _load_into(self.ema.module, load_ema(self.run_dir), self.run_dir / "ema.pt")
         self.loss = RateDistortionLoss(spec.lmbda)
         main, aux = split_parameters(self.codec)
         if self.adapters is not None:
@@ -603,9 +718,15 @@ class RunTrainer:
         self.optimizer = torch.optim.Adam(main, lr=spec.lr)
         self.aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
         if self.record["step"] > 0:
-            optim = load_tensors(self.run_dir, "optim.pt")
-            _restore_adam(self.optimizer, optim["main"])
-            self.aux_optimizer.load_state_dict(optim["aux"])
+            optim = load_tensors(self.run_dir, "optim.pt", "main", "aux")
+            try:
+                _restore_adam(self.optimizer, optim["main"])
+                self.aux_optimizer.load_state_dict(optim["aux"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{self.run_dir / 'optim.pt'}: optimizer state does not fit the run "
+                    f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+                ) from None
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + self.record["step"])
 
     def _setup_distillation(self) -> None:
@@ -616,7 +737,7 @@ class RunTrainer:
         teacher_dir = self.plan.run_dir(spec.teacher)
         teacher_record = read_record(teacher_dir)
         self.teacher = create_codec(teacher_record["codec"]).to(self.device)
-        self.teacher.load_state_dict(load_ema(teacher_dir))
+        _load_into(self.teacher, load_ema(teacher_dir), teacher_dir / "ema.pt")
         self.teacher.eval().requires_grad_(False)
         if math.isclose(teacher_record["lmbda"], spec.lmbda, rel_tol=1e-6) is False:
             raise UsageError(

@@ -8,8 +8,12 @@ in evaluation) and checked once when the dataset is built, from their headers:
 - unreadable files are reported once (one line each) and left out;
 - images smaller than the crop in either side are left out and counted in one line (padding
   would teach the codec borders that real images do not have);
-- a file that passes the header check but fails to decode later is reported once by the
-  worker that meets it and replaced by another image, so a bad file never kills a worker.
+- a file that fails to decode later (it passed the header check, or was deleted, truncated
+  or made unreadable after the folder was listed) is reported once by the worker that meets
+  it, counted, left out for the rest of the run and replaced by the next readable image, so a
+  bad file never kills a worker; when more than
+  :data:`~lic.files.MAX_UNREADABLE_FRACTION` of the images have become unreadable, the data
+  is gone rather than a few bad files, and an :class:`~lic.errors.ImageError` stops the run.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from lic.errors import UsageError
-from lic.files import list_images
+from lic.errors import ImageError, UsageError
+from lic.files import MAX_UNREADABLE_FRACTION, list_images
 from lic.imageio import convert_to_rgb8
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,10 @@ class ImageFolder(Dataset):
         cache: keep each decoded image in memory after its first use (RGB uint8: 0.75 MiB per
             512x512 photo), so small codecs on a CPU do not spend their steps decoding PNGs.
             Each data-loading worker holds its own cache; use it with ``num_workers=0``.
+
+    Attributes:
+        unreadable: the images that failed to decode during the run (left out since; each
+            data-loading worker keeps its own count).
     """
 
     def __init__(
@@ -57,7 +65,7 @@ class ImageFolder(Dataset):
     ) -> None:
         self.root = Path(root)
         self.crop_size = crop_size
-        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+        self._cache: dict[Path, np.ndarray] | None = {} if cache else None
         self.paths: list[Path] = []
         too_small = 0
         for path in list_images(self.root):
@@ -79,30 +87,44 @@ class ImageFolder(Dataset):
             self.paths = self.paths[:limit]
         if not self.paths:
             raise UsageError(f"no usable images in {self.root}")
-        self._reported: set[Path] = set()
+        self.unreadable: set[Path] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _load(self, index: int) -> np.ndarray:
-        if self._cache is None:
-            return self._decode(index)
-        if index not in self._cache:
-            self._cache[index] = self._decode(index)
-        return self._cache[index]
-
-    def _decode(self, index: int) -> np.ndarray:
+        """The pixels of image ``index``, or of the next readable one if it cannot be read."""
         for attempt in range(len(self.paths)):
             path = self.paths[(index + attempt) % len(self.paths)]
+            if path in self.unreadable:
+                continue
+            if self._cache is not None and path in self._cache:
+                return self._cache[path]
             try:
-                return _read(path)
-            except Exception as exc:  # noqa: BLE001 - reported once, then replaced
-                if path not in self._reported:
-                    self._reported.add(path)
-                    log.warning(
-                        "cannot decode %s (%s); using another image", path, type(exc).__name__
-                    )
-        raise UsageError(f"no image in {self.root} could be decoded")
+                pixels = _read(path)
+            except Exception as exc:  # noqa: BLE001 - any read error: counted, then replaced
+                self._left_out(path, exc)
+                continue
+            if self._cache is not None:
+                self._cache[path] = pixels
+            return pixels
+        raise ImageError(f"no image in {self.root} could be decoded")
+
+    def _left_out(self, path: Path, exc: Exception) -> None:
+        self.unreadable.add(path)
+        count, total = len(self.unreadable), len(self.paths)
+        if count > MAX_UNREADABLE_FRACTION * total:
+            raise ImageError(
+                f"{count} of {total} images in {self.root} became unreadable during the run "
+                f"(last: {path.name}: {type(exc).__name__}); is the folder still there?"
+            )
+        log.warning(
+            "cannot decode %s (%s); left out for the rest of the run (%d of %d images unreadable)",
+            path,
+            type(exc).__name__,
+            count,
+            total,
+        )
 
     def __getitem__(self, index: int) -> torch.Tensor:
         pixels = self._load(index)
