@@ -9,12 +9,12 @@ resized with Lanczos to each size, with its aspect ratio.
 Codecs: ``default`` (the shipped default codec, quality 3), a registered codec name (its
 initial weights: memory and transform time are those of the architecture; entropy coding is
 faster than with trained weights, whose latents carry more symbols) or ``NAME=CHECKPOINT``.
-A whole-image run whose memory or time, extrapolated linearly from the largest smaller size
-measured, would pass ``--max-gb`` / ``--max-seconds`` is not run, and says so.
+A run whose time, or a whole-image run whose memory, extrapolated linearly from the largest
+smaller size measured, would pass ``--max-seconds`` / ``--max-gb`` is not run, and says so.
 
     python scripts/large_images.py --codec default --codec student \\
         --codec teacher-small=runs/campaign/default/teacher.ckpt --codec teacher \\
-        --megapixels 1 4 12 33 --threads 1 -o docs/large-images/memory-time
+        --megapixels 1 4 12 33 --threads 1 --max-seconds 300 -o docs/large-images/memory-time
 """
 
 from __future__ import annotations
@@ -89,10 +89,12 @@ def _image(source: Path, megapixels: float, folder: Path) -> tuple[Path, tuple[i
     return path, size
 
 
-def _predict(rows: list[dict], codec: str, megapixels: float, key: str) -> float | None:
-    """Linear extrapolation of a whole-image figure from the largest smaller size measured."""
-    done = [r for r in rows if r["codec"] == codec and r["tile"] == 0 and key in r["encode"]]
-    done = [r for r in done if r["megapixels"] < megapixels]
+def _predict(
+    rows: list[dict], codec: str, megapixels: float, key: str, whole: bool = True
+) -> float | None:
+    """Linear extrapolation of a figure from the largest smaller size measured (whole only)."""
+    done = [r for r in rows if r["codec"] == codec and key in r["encode"]]
+    done = [r for r in done if r["megapixels"] < megapixels and (r["tile"] == 0 or not whole)]
     if not done:
         return None
     last = max(done, key=lambda r: r["megapixels"])
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = {"codec": label, "megapixels": megapixels, "size": f"{width}x{height}"}
                     row |= {"tile": tile, "tiles": tiles, "encode": {}, "decode": {}}
                     gb = _predict(rows, label, megapixels, "peak_gb") if not tile else None
-                    seconds = _predict(rows, label, megapixels, "coding_s") if not tile else None
+                    seconds = _predict(rows, label, megapixels, "coding_s", whole=False)
                     if gb is not None and gb > args.max_gb:
                         row["skipped"] = f"about {gb:.0f} GB predicted (> {args.max_gb:g})"
                     elif seconds is not None and seconds > args.max_seconds:

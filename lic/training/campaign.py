@@ -19,6 +19,11 @@ State (``campaign/<plan>/<run>/``, tracked in git, so a fresh clone continues it
   steps, seconds) and every evaluation (held-out and training-set losses, Kodak through real
   bitstreams).
 
+A run with ``keep: ema`` keeps less once it reaches its target: only ``ema.pt``, holding the
+EMA weights in float16 (float32 where float16 would round a tensor by more than 2^-10), beside
+``state.json``. That is all that evaluating it, exporting it and starting other runs from it
+need, at a quarter of the bytes; the price is that its target cannot be raised later.
+
 A save writes the new state into a sibling folder and swaps it in with two renames; a run
 killed at any moment leaves the previous state or the new one (``load`` repairs a swap that
 was cut in half), and a save that fails (a full disk) leaves the previous one with a one-line
@@ -105,6 +110,8 @@ class RunSpec:
             the same name (e.g. ``{channel: {source: marginal, temperature: 2.0}}``).
         after: ``{run: steps}``: start only when those runs have reached those steps.
         clip_max_norm: gradient-norm clip of the main parameters.
+        keep: ``all`` (default): the state to continue; ``ema``: once the run reaches
+            ``steps``, only its EMA weights (see the module doc), for runs that end there.
     """
 
     name: str
@@ -127,6 +134,7 @@ class RunSpec:
     terms: dict[str, dict] = field(default_factory=dict)
     after: dict[str, int] = field(default_factory=dict)
     clip_max_norm: float = 1.0
+    keep: str = "all"
 
     def crop_at(self, step: int) -> int:
         side = self.crops[0][1]
@@ -216,6 +224,8 @@ def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Pl
             raise UsageError(
                 f"{path}: run {name!r} distils from {spec.teacher!r} but declares no phases"
             )
+        if spec.keep not in ("all", "ema"):
+            raise UsageError(f"{path}: run {name!r}: keep must be all or ema, not {spec.keep!r}")
         runs.append(spec)
     names = {r.name for r in runs}
     for spec in runs:
@@ -548,18 +558,74 @@ def _ema_payload(ema: dict[str, Tensor], weights: dict[str, Tensor]) -> dict[str
     }
 
 
+#: ``ema.pt`` of a finished ``keep: ema`` run: the EMA weights alone (:func:`_final_payload`).
+FINAL_FORMAT = "final-fp16"
+
+
+def _final_payload(ema: dict[str, Tensor]) -> dict[str, Any]:
+    """The EMA weights in float16 where that rounds by at most 2^-10 (relative), else as they are."""
+
+    def compact(value: Tensor) -> Tensor:
+        if not value.is_floating_point():
+            return value
+        half = value.half()
+        error = (half.float() - value).abs().max() if value.numel() else torch.tensor(0.0)
+        scale = value.abs().max() if value.numel() else torch.tensor(1.0)
+        return half if torch.isfinite(half).all() and error <= scale * 2**-10 else value
+
+    return {"format": FINAL_FORMAT, "weights": {k: compact(v) for k, v in ema.items()}}
+
+
+def is_compacted(run_dir: Path) -> bool:
+    """Whether the run was kept as its EMA weights alone (``keep: ema``, target reached)."""
+    return not (run_dir / "weights.pt").exists() and (run_dir / "ema.pt").exists()
+
+
 def load_ema(run_dir: Path) -> dict[str, Tensor]:
     """The run's EMA weights (float32 state dict), rebuilt from ``ema.pt`` and ``weights.pt``.
 
-    ``ema.pt`` of the first campaign format, a full float32 state dict, loads as it is.
+    ``ema.pt`` of the first campaign format, a full float32 state dict, loads as it is; that of
+    a finished ``keep: ema`` run holds the weights alone.
     """
     payload = load_tensors(run_dir, "ema.pt")
+    if payload.get("format") == FINAL_FORMAT:
+        payload = load_tensors(run_dir, "ema.pt", "weights")
+        return {k: v.float() if v.is_floating_point() else v for k, v in payload["weights"].items()}
     if payload.get("format") != "delta-bf16":
         return payload  # a full float32 state dict
     payload = load_tensors(run_dir, "ema.pt", "delta", "exact")
     weights = load_tensors(run_dir, "weights.pt", "codec")["codec"]
     ema = {k: weights[k] + delta.float() for k, delta in payload["delta"].items()}
     return {k: ema.get(k, payload["exact"].get(k)) for k in weights}
+
+
+def export_run(plan: Plan, run: str, path: Path) -> Path:
+    """Write a run's saved EMA weights as a codec checkpoint (for ``lic encode``, evaluation).
+
+    The same file a slice exports at its end, from the state alone: what a fresh clone has.
+
+    Raises:
+        UsageError: the run has not started.
+    """
+    from lic.checkpoint import save_codec
+    from lic.codecs import create_codec
+
+    spec, run_dir = plan.run(run), plan.run_dir(run)
+    record = read_record(run_dir)
+    if record is None or record["step"] == 0:
+        raise UsageError(f"run {run!r} has no saved state in {run_dir}")
+    codec = create_codec(record["codec"])
+    _load_into(codec, load_ema(run_dir), run_dir / "ema.pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_codec(
+        codec,
+        path,
+        lmbda=record["lmbda"],
+        metric="mse",
+        steps=record["step"],
+        experiment=f"campaign/{plan.name}/{spec.name}",
+    )
+    return path
 
 
 def _float_state(module: nn.Module) -> dict[str, Tensor]:
@@ -684,6 +750,11 @@ class RunTrainer:
         self.schedule = None
         if spec.teacher:
             self._setup_distillation()
+        if self.record["step"] > 0 and is_compacted(self.run_dir):
+            raise UsageError(
+                f"run {spec.name!r} was kept as its EMA weights alone when it reached its "
+                f"target (keep: ema): it cannot continue to {spec.steps} steps"
+            )
         if self.record["step"] > 0:
             source = self.run_dir / "weights.pt"
             keys = ("codec", "adapters") if self.adapters is not None else ("codec",)
@@ -888,6 +959,10 @@ class RunTrainer:
     # -- saving ---------------------------------------------------------------------------
 
     def save(self) -> None:
+        if self.spec.keep == "ema" and self.record["step"] >= self.spec.steps:
+            final = {"ema.pt": _final_payload(_float_state(self.ema.module))}
+            save_state(self.run_dir, final, self.record)
+            return
         weights = {"codec": _float_state(self.codec)}
         if self.adapters is not None:
             weights["adapters"] = _float_state(self.adapters)
@@ -1053,6 +1128,7 @@ __all__ = [
     "ResidentImages",
     "RunSpec",
     "RunTrainer",
+    "export_run",
     "iter_records",
     "load_ema",
     "load_plan",

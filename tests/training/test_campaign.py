@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lic.checkpoint import load_codec
 from lic.errors import UsageError
 from lic.training import campaign as cp
 from lic.training.campaign_report import overfitting, write_report
@@ -414,3 +415,71 @@ def test_a_variable_rate_run_starts_from_its_fixed_rate_network(setup) -> None:
     cp.train_slice(plan, "teacher", seconds=120, evaluate=False)
     record = cp.train_slice(plan, "vr", seconds=120, max_steps=1, evaluate=False)
     assert record["init"] == {"run": "teacher", "step": 3} and record["step"] == 1
+
+
+def test_a_finished_keep_ema_run_holds_its_ema_weights_alone(setup) -> None:
+    plan_path, shared, state = setup
+    runs = """
+  fixed:
+    codec: teacher-tiny
+    lmbda: 0.05
+    steps: 2
+    crops: [[0, 64]]
+    init: teacher
+    after: {teacher: 3}
+    keep: ema
+  after-fixed:
+    codec: teacher-tiny
+    steps: 1
+    crops: [[0, 64]]
+    init: fixed
+    after: {fixed: 2}
+"""
+    plan_path.write_text(PLAN + runs)
+    plan = cp.load_plan(plan_path, shared, state)
+    cp.train_slice(plan, "teacher", seconds=120, evaluate=False)
+    run_dir = plan.run_dir("fixed")
+    cp.train_slice(plan, "fixed", seconds=120, max_steps=1, evaluate=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(cp.STATE_FILES)  # not done yet
+    record = cp.train_slice(plan, "fixed", seconds=120, evaluate=True, export_dir=state)
+    assert record["step"] == 2 and record["lmbda"] == 0.05
+    assert sorted(p.name for p in run_dir.iterdir()) == ["ema.pt", "state.json"]
+    assert cp.is_compacted(run_dir)
+    kept = cp.load_ema(run_dir)
+    # the slice's export is the float32 EMA: what was kept rounds it by at most 2^-10
+    exported = load_codec(state / "fixed.ckpt").state_dict()
+    assert set(kept) == set(exported)
+    floats = [k for k, v in kept.items() if v.is_floating_point() and v.numel()]
+    assert len(floats) > 10  # (integer entries are coding tables, rebuilt on export)
+    for key in floats:
+        value, reference = kept[key], exported[key]
+        assert value.dtype == reference.dtype == torch.float32
+        assert (value - reference).abs().max() <= reference.abs().max() * 2**-10
+    payload = cp.load_tensors(run_dir, "ema.pt", "weights")
+    assert any(v.dtype == torch.float16 for v in payload["weights"].values())
+    # the state alone exports the same codec (what a fresh clone can do)
+    again = load_codec(cp.export_run(plan, "fixed", state / "again.ckpt"))
+    assert again.metadata["lmbda"] == 0.05 and again.metadata["steps"] == 2
+    for key in floats:
+        assert torch.equal(again.state_dict()[key], kept[key])
+    # other runs start from it; raising its target is refused in one line
+    assert cp.train_slice(plan, "after-fixed", seconds=120, evaluate=False)["step"] == 1
+    plan_path.write_text(PLAN + runs.replace("steps: 2", "steps: 4"))
+    raised = cp.load_plan(plan_path, shared, state)
+    with pytest.raises(UsageError, match="EMA weights alone"):
+        cp.train_slice(raised, "fixed", seconds=120, evaluate=False)
+
+
+def test_final_payload_keeps_float32_where_float16_would_round_too_much() -> None:
+    state = {
+        "ordinary": torch.linspace(-2, 2, 100),
+        "tiny": torch.full((4,), 1e-7),  # float16 subnormal: far more than 2^-10 off
+        "huge": torch.full((2,), 1e6),  # beyond float16's range
+        "index": torch.arange(5),
+    }
+    payload = cp._final_payload(state)["weights"]
+    assert payload["ordinary"].dtype == torch.float16
+    assert payload["tiny"].dtype == payload["huge"].dtype == torch.float32
+    assert torch.equal(payload["index"], state["index"])
+    restored = (payload["ordinary"].float() - state["ordinary"]).abs().max()
+    assert restored <= 2 * 2**-10

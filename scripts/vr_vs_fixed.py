@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""One variable-rate model against fixed-rate models trained with the same compute.
+
+    python scripts/vr_vs_fixed.py [--dataset kodak] [--limit N] [-o docs/variable-rate/vs-fixed]
+
+The campaign's ``student-vr`` (``student-small-vr``: the scratch student plus a gain per
+trained λ, 20,000 steps at random qualities) against its ``student-fixed-1`` … ``-8``: eight
+fine-tunes of the same scratch student at the eight λ the variable-rate model is trained for,
+2,500 steps each, so 20,000 steps in all (``recipes/campaign/default.yaml``). Both start from
+``student-scratch``; the compute each spent after it comes from their records. Every codec
+is built from the campaign state (``lic.training.campaign.export_run``) and evaluated through
+real bitstreams: the variable-rate one at its eight trained qualities, each fixed one at its λ.
+The shipped default codec is evaluated beside them for reference. BD-rates (pchip) are over
+the curves' common PSNR range; positive means more bits than the reference. Runs that have
+not reached their target are reported as such and left out of the fixed-rate curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch
+
+from lic import pretrained
+from lic.evaluation.bd import bd_rate
+from lic.evaluation.datasets import resolve_images
+from lic.evaluation.runner import evaluate_checkpoint, summarize
+from lic.files import atomic_output
+from lic.paths import shared_dir
+from lic.training import campaign as cp
+
+VR_RUN = "student-vr"
+FIXED_PREFIX = "student-fixed-"
+
+
+def _curve(name: str, checkpoints: list[Path], images: list[Path]) -> dict:
+    rows = []
+    for path in checkpoints:
+        rows += evaluate_checkpoint(path, images, torch.device("cpu"), curve=name)[0]
+    return summarize(name, name, rows)
+
+
+def _bd(curve: dict, reference: dict) -> float | None:
+    try:
+        return bd_rate(
+            reference["results"]["bpp"],
+            reference["results"]["psnr-rgb"],
+            curve["results"]["bpp"],
+            curve["results"]["psnr-rgb"],
+        )
+    except ValueError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", default=str(REPO / "recipes" / "campaign" / "default.yaml"))
+    parser.add_argument("--state-dir", type=Path, default=REPO / "campaign")
+    parser.add_argument("--dataset", default="kodak")
+    parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("-o", "--output", type=Path, help="write OUTPUT.json and OUTPUT.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    shared = shared_dir()
+    plan = cp.load_plan(args.plan, shared, args.state_dir)
+    label, images = resolve_images(args.dataset, shared=shared / "datasets")
+    images = images[: args.limit]
+    records = {spec.name: record for spec, record in cp.iter_records(plan)}
+    fixed_runs = [s.name for s in plan.runs if s.name.startswith(FIXED_PREFIX)]
+    status = {}
+    for name in [VR_RUN, *fixed_runs]:
+        record = records.get(name)
+        steps = record["step"] if record else 0
+        status[name] = {
+            "steps": steps,
+            "target": plan.run(name).steps,
+            "core_hours": record["compute"]["cpu_core_hours"] if record else 0.0,
+            "gpu_hours": record["compute"]["gpu_hours"] if record else 0.0,
+            "lmbda": plan.run(name).lmbda,
+        }
+    done = [n for n in fixed_runs if status[n]["steps"] >= status[n]["target"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        curves = []
+        if status[VR_RUN]["steps"] > 0:
+            vr = cp.export_run(plan, VR_RUN, folder / "vr.ckpt")
+            curves.append(_curve(f"{VR_RUN} ({status[VR_RUN]['steps']} steps)", [vr], images))
+        if done:
+            paths = [cp.export_run(plan, n, folder / f"{n}.ckpt") for n in done]
+            curves.append(
+                _curve(f"student-fixed ({len(done)} of {len(fixed_runs)})", paths, images)
+            )
+        default = [pretrained.default_checkpoint(m.quality) for m in pretrained.default_models()]
+        curves.append(_curve("shipped default codec", default, images))
+    vr_compute = status[VR_RUN]["core_hours"] + status[VR_RUN]["gpu_hours"]
+    fixed_compute = sum(status[n]["core_hours"] + status[n]["gpu_hours"] for n in done)
+    table = []
+    for curve in curves:
+        table.append(
+            {
+                "curve": curve["name"],
+                "points": len(curve["points"]),
+                "bpp_range": [min(curve["results"]["bpp"]), max(curve["results"]["bpp"])],
+                "psnr_range": [
+                    min(curve["results"]["psnr-rgb"]),
+                    max(curve["results"]["psnr-rgb"]),
+                ],
+                "bd_vs": {
+                    other["name"]: _bd(curve, other) for other in curves if other is not curve
+                },
+            }
+        )
+    lines = [
+        f"# Variable rate against fixed rate at equal compute ({label}, {len(images)} images)",
+        "",
+        (
+            "Regenerate: `python scripts/vr_vs_fixed.py -o docs/variable-rate/vs-fixed` (needs the "
+            "campaign state). Both start from `student-scratch`; compute after it: "
+            f"{VR_RUN} {status[VR_RUN]['steps']:,} steps, {vr_compute:.2f} core-h; the fixed-rate runs "
+            f"{sum(status[n]['steps'] for n in done):,} steps, {fixed_compute:.2f} core-h "
+            f"({len(done)} of {len(fixed_runs)} finished)."
+        ),
+        "",
+        "| curve | points | bpp | PSNR dB | "
+        + " | ".join(f"BD-rate vs {c['name']}" for c in curves)
+        + " |",
+        "|---|---:|---|---|" + "---:|" * len(curves),
+    ]
+    for row in table:
+        cells = []
+        for curve in curves:
+            value = row["bd_vs"].get(curve["name"])
+            cells.append(
+                "—"
+                if curve["name"] == row["curve"]
+                else ("n/a" if value is None else f"{value:+.1f}%")
+            )
+        bpp, psnr = row["bpp_range"], row["psnr_range"]
+        lines.append(
+            f"| {row['curve']} | {row['points']} | {bpp[0]:.3f}–{bpp[1]:.3f} | "
+            f"{psnr[0]:.2f}–{psnr[1]:.2f} | " + " | ".join(cells) + " |"
+        )
+    lines += ["", "| run | λ | steps | target | core-h |", "|---|---:|---:|---:|---:|"]
+    for name, entry in status.items():
+        lines.append(
+            f"| {name} | {entry['lmbda']:g} | {entry['steps']:,} | {entry['target']:,} | "
+            f"{entry['core_hours'] + entry['gpu_hours']:.2f} |"
+        )
+    markdown = "\n".join(lines) + "\n"
+    print(markdown)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"dataset": label, "images": len(images), "runs": status, "curves": curves}
+        payload["table"] = table
+        with atomic_output(args.output.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        with atomic_output(args.output.with_suffix(".md")) as tmp:
+            tmp.write_text(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
