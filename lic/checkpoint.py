@@ -26,6 +26,7 @@ import hashlib
 import io
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,23 @@ def read_plain(path: str | os.PathLike[str]) -> Any:
         ) from None
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+
+
+def read_plain_dict(path: str | os.PathLike[str], keys: Sequence[str], kind: str) -> dict:
+    """:func:`read_plain` of a file that must be a dict holding ``keys`` (a ``kind`` of file).
+
+    Raises:
+        CheckpointError: unreadable, not a dict, or lacking keys (named), in one line.
+    """
+    payload = read_plain(path)
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a {kind}")
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise CheckpointError(
+            f"{path}: the {kind} lacks {', '.join(missing)} (written by another version?)"
+        )
+    return payload
 
 
 def _read(path: Path) -> dict[str, Any]:

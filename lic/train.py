@@ -85,18 +85,10 @@ def check_resume(path: str, module: Any) -> None:
     before training starts, rather than Lightning's traceback or a silently different run.
     The file is read once more by Lightning when it resumes.
     """
-    from lic.checkpoint import read_plain, state_dict_mismatch
+    from lic.checkpoint import read_plain_dict, state_dict_mismatch
     from lic.codecs.registry import resolve_config
 
-    payload = read_plain(path)
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: not a Lightning training checkpoint")
-    missing = [key for key in RESUME_KEYS if key not in payload]
-    if missing:
-        raise CheckpointError(
-            f"{path}: cannot resume: the checkpoint lacks {', '.join(missing)} "
-            "(written by another version of lic or Lightning?)"
-        )
+    payload = read_plain_dict(path, RESUME_KEYS, "Lightning training checkpoint")
     saved, codec = payload["hyper_parameters"], module.codec
     saved = saved if isinstance(saved, dict) else {}
     if saved.get("codec") != codec.codec_name:

@@ -519,18 +519,9 @@ def load_tensors(run_dir: Path, filename: str, *keys: str) -> dict:
     Raises:
         CheckpointError: the file cannot be read or lacks one of ``keys``, in one line.
     """
-    from lic.checkpoint import read_plain
+    from lic.checkpoint import read_plain_dict
 
-    path = run_dir / filename
-    payload = read_plain(path)
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: not a campaign state file")
-    missing = [key for key in keys if key not in payload]
-    if missing:
-        raise CheckpointError(
-            f"{path} lacks {', '.join(missing)} (written by another version of lic?)"
-        )
-    return payload
+    return read_plain_dict(run_dir / filename, keys, "campaign state file")
 
 
 def _load_into(module: nn.Module, state: dict[str, Tensor], source: Path) -> None:

@@ -486,7 +486,7 @@ OLDER_STATES = {
     ),
     "weights-a-bare-state-dict": (
         _edit_tensors("weights.pt", lambda p: p["codec"]),
-        "weights.pt lacks codec",
+        "weights.pt: the campaign state file lacks codec",
     ),
     "weights-without-an-entry": (
         _edit_tensors("weights.pt", _drop("g_s.3.bias", within="codec")),
