@@ -215,6 +215,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from lic.bitstream import short_fingerprint
+    from lic.checkpoint import load_codec
+    from lic.training.campaign import export_run
+
+    plan = _plan(args)
+    for run in args.runs:
+        path = export_run(plan, run, Path(args.output) / f"{run}.ckpt")
+        print(f"{path}: {run}, fingerprint {short_fingerprint(load_codec(path).fingerprint)}")
+    return 0
+
+
 def _tree_bytes() -> int:
     """Bytes of what a device command sends: tracked files and untracked files git does not ignore."""
     listed = subprocess.run(
@@ -362,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="learning curves, table and plot")
     report.add_argument("-o", "--output", default=str(REPO / "docs" / "campaign"))
     report.set_defaults(func=cmd_report)
+
+    export = sub.add_parser("export", help="codec checkpoints of runs, from their saved state")
+    export.add_argument("runs", nargs="+", help="run names of the plan")
+    export.add_argument(
+        "-o", "--output", default=str(REPO / "runs" / "campaign" / "default"), help="folder"
+    )
+    export.set_defaults(func=cmd_export)
 
     pack = sub.add_parser(
         "gpu-pack", help="a shard of the training photos that fits a device command"
