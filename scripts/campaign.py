@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lic.errors import UsageError
 from lic.paths import shared_dir
 
 
@@ -61,6 +62,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     budget = args.hours * 3600 if args.hours is not None else args.minutes * 60
     end = time.time() + budget
     cores = args.cores or os.cpu_count() or 1
+    only = set(args.only or [])
+    unknown = only - {spec.name for spec in plan.runs}
+    if unknown:
+        raise UsageError(f"--only: the plan has no run {min(unknown)!r}")
     jobs = args.jobs or (8 if args.device == "cuda" else cores)
     log_dir = plan.work_dir
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         remaining = end - time.time() - args.margin
         progress = run_progress(plan)
         waiting = [
-            s for s in runnable(plan, progress) if s.name not in running and s.name not in failed
+            s
+            for s in runnable(plan, progress)
+            if s.name not in running and s.name not in failed and (not only or s.name in only)
         ]
         waiting.sort(key=lambda s: progress[s.name] / s.steps)  # the run furthest behind first
         if stopping or remaining < args.min_slice_minutes * 60:
@@ -342,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         "giving one run every core; on CUDA: all)",
     )
     run.add_argument("--cores", type=int, default=0, help="CPU cores to use (default: all)")
+    run.add_argument(
+        "--only", nargs="+", metavar="RUN", help="continue only these runs (default: every one)"
+    )
     run.add_argument("--slice-minutes", type=float, default=20.0, help="longest slice of one run")
     run.add_argument(
         "--min-slice-minutes", type=float, default=1.0, help="do not start a shorter slice"

@@ -483,3 +483,19 @@ def test_final_payload_keeps_float32_where_float16_would_round_too_much() -> Non
     assert torch.equal(payload["index"], state["index"])
     restored = (payload["ordinary"].float() - state["ordinary"]).abs().max()
     assert restored <= 2 * 2**-10
+
+
+def test_only_continues_the_runs_named(setup) -> None:
+    plan = _load(setup)
+    args = ["run", "--minutes", "0.3", "--margin", "0", "--min-slice-minutes", "0.05"]
+    process = _script(setup, *args, "--poll", "0.2", "--only", "teacher")
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err
+    assert cp.run_progress(plan) == {"teacher": 3, "scratch": 0, "feds": 0}
+    assert "teacher: step 0" in out and "scratch: step" not in out
+    process = _script(setup, *args, "--only", "nope")
+    _out, err = process.communicate(timeout=240)
+    assert (
+        process.returncode != 0
+        and err.strip() == "campaign: error: --only: the plan has no run 'nope'"
+    )
