@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One variable-rate model against fixed-rate models trained with the same compute.
 
-    python scripts/vr_vs_fixed.py [--dataset kodak] [--limit N] [-o docs/variable-rate/vs-fixed]
+    python scripts/vr_vs_fixed.py [--dataset kodak] [--limit N] [-o docs/variable-rate/vs-fixed/]
 
 The campaign's ``student-vr`` (``student-small-vr``: the scratch student plus a gain per
 trained λ, 20,000 steps at random qualities) against its ``student-fixed-1`` … ``-8``: eight
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="kodak")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("-o", "--output", type=Path, help="write OUTPUT.json and OUTPUT.md")
+    parser.add_argument("-o", "--output", type=Path, help="a folder for the report")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shared = shared_dir()
@@ -157,14 +157,33 @@ def main(argv: list[str] | None = None) -> int:
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"dataset": label, "images": len(images), "runs": status, "curves": curves}
-        payload["table"] = table
-        with atomic_output(args.output.with_suffix(".json")) as tmp:
+        _write(args.output, markdown, curves, label, shared)
+        payload = {"dataset": label, "images": len(images), "runs": status, "table": table}
+        with atomic_output(args.output / "summary.json") as tmp:
             tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        with atomic_output(args.output.with_suffix(".md")) as tmp:
-            tmp.write_text(markdown)
     return 0
+
+
+def _write(folder: Path, markdown: str, curves: list[dict], label: str, shared: Path) -> None:
+    """``README.md`` (the table above), one results JSON per curve, and ``lic report``'s
+    ``report.md`` and plots against the fixed-rate curve (the published WebP curve beside,
+    on Kodak)."""
+    from lic.evaluation.report import write_report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for curve in curves:
+        path = folder / f"{curve['name'].split(' ')[0]}.json"
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(curve, indent=2) + "\n")
+        paths.append(path)
+    webp = shared / "reference" / "compressai" / "kodak" / "webp.json"
+    if label == "kodak" and webp.is_file():
+        paths.append(webp)
+    fixed = next((c["name"] for c in curves if c["name"].startswith("student-fixed")), None)
+    write_report(paths, fixed or curves[0]["name"], folder)
+    with atomic_output(folder / "README.md") as tmp:
+        tmp.write_text(markdown + "\nPlots and `lic report`'s table: [report.md](report.md).\n")
 
 
 if __name__ == "__main__":
