@@ -41,6 +41,17 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TIMEOUT = 300
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """References and in-process runs on one torch thread, as the subprocesses: oneDNN may pick
+    another convolution algorithm for another thread count, and the synthesis's float32 pixels
+    can then differ by one level (README, "Deterministic decoding")."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def photos() -> dict[str, Path]:
     """The Kodak crops shipped with lic (256x192 and 192x256), by name."""
