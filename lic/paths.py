@@ -6,6 +6,7 @@ One home for each location, so that the command line, scripts, tests and recipes
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +156,17 @@ def recipes_dir() -> Path:
     if checkout is not None and (checkout / "recipes" / "train.yaml").is_file():
         return checkout / "recipes"
     return Path(__file__).resolve().parent / "recipes"
+
+
+def device_tree_bytes(repo: str | os.PathLike[str]) -> int:
+    """Bytes a device command sends of ``repo``: tracked files and untracked ones git does not
+    ignore (what the GPU slice and the GPU checks must fit beside what they carry)."""
+    repo = Path(repo)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    files = (repo / name.decode() for name in listed if name)
+    return sum(path.stat().st_size for path in files if path.is_file())

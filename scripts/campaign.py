@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lic.errors import UsageError
-from lic.paths import shared_dir
+from lic.paths import device_tree_bytes, shared_dir
 
 
 def _plan(args: argparse.Namespace):
@@ -234,21 +234,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tree_bytes() -> int:
-    """Bytes of what a device command sends: tracked files and untracked files git does not ignore."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    return sum(
-        (REPO / name.decode()).stat().st_size
-        for name in listed
-        if name and (REPO / name.decode()).is_file()
-    )
-
-
 def cmd_gpu_pack(args: argparse.Namespace) -> int:
     """Copy a shard of the training photos (plus all held-out ones) that fits a device command.
 
@@ -263,7 +248,7 @@ def cmd_gpu_pack(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     train, held = training_split(plan)
-    budget = int(args.mib * 2**20) - _tree_bytes() - _folder_bytes(REPO / ".whl")
+    budget = int(args.mib * 2**20) - device_tree_bytes(REPO) - _folder_bytes(REPO / ".whl")
     held_bytes = sum(p.stat().st_size for p in held)
     if budget - held_bytes < 10 * 2**20:
         print(
@@ -311,7 +296,7 @@ def cmd_gpu_pack(args: argparse.Namespace) -> int:
     )
     print(
         f"{out}: shard {index + 1} of {len(shards)}: {len(shards[index])} training + {len(held)} held-out photos, "
-        f"{_folder_bytes(out) / 2**20:.1f} MiB (the working tree is {_tree_bytes() / 2**20:.1f} MiB)"
+        f"{_folder_bytes(out) / 2**20:.1f} MiB (the working tree is {device_tree_bytes(REPO) / 2**20:.1f} MiB)"
     )
     return 0
 

@@ -86,6 +86,7 @@ import numpy as np
 import torch
 
 import lic  # before compressai: the torchvision shim
+from lic.paths import device_tree_bytes
 
 NO_CUDA = "not run: no CUDA device"
 SKIPPED = "not run: skipped (--skip)"
@@ -960,17 +961,6 @@ def failures(node, where: str = "") -> list[tuple[str, str]]:
 # -- preparation for a device run ------------------------------------------------------------
 
 
-def _tree_bytes() -> int:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    files = (REPO / name.decode() for name in listed if name)
-    return sum(path.stat().st_size for path in files if path.is_file())
-
-
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -1001,7 +991,9 @@ def prepare() -> int:
     needed += ["tensorboardX"]
     missing = [n for n in needed if not list(wheels.glob(f"{n}-*.whl"))]
     total = (
-        _tree_bytes() + _folder_bytes(target) + (_folder_bytes(wheels) if wheels.is_dir() else 0)
+        device_tree_bytes(REPO)
+        + _folder_bytes(target)
+        + (_folder_bytes(wheels) if wheels.is_dir() else 0)
     )
     kodak_mib = _folder_bytes(target) / 2**20
     print(f"{target}: {len(KODAK_FILES)} images, sha256 checked ({kodak_mib:.1f} MiB)")
