@@ -268,14 +268,13 @@ def split_holdout(
 
     ``universe`` is the full list of the folder's photo names (its ``MANIFEST.tsv``), so that a
     folder holding only part of the photos (a GPU shard) holds out the same ones; by default the
-    names of ``paths``.
+    names of ``paths``. Photos are matched by name without suffix, so a shard that stores them in
+    another lossless format (``photo.webp`` for ``photo.png``) holds out the same photos too.
     """
     names = sorted(universe) if universe is not None else sorted(p.name for p in paths)
-    held_names = set(names[::every])
+    held = {Path(name).stem for name in names[::every]}
     paths = sorted(paths, key=lambda p: p.name)
-    return [p for p in paths if p.name not in held_names], [
-        p for p in paths if p.name in held_names
-    ]
+    return [p for p in paths if p.stem not in held], [p for p in paths if p.stem in held]
 
 
 def manifest_names(folder: Path) -> list[str] | None:
@@ -588,6 +587,27 @@ def load_ema(run_dir: Path) -> dict[str, Tensor]:
     weights = load_tensors(run_dir, "weights.pt", "codec")["codec"]
     ema = {k: weights[k] + delta.float() for k, delta in payload["delta"].items()}
     return {k: ema.get(k, payload["exact"].get(k)) for k in weights}
+
+
+def compact_finished(plan: Plan) -> list[str]:
+    """Keep finished ``keep: ema`` runs as their EMA weights alone; returns the runs compacted.
+
+    A run that reached its target before the plan gave it ``keep: ema`` still holds what
+    continuing needs (weights, EMA, optimizer); this writes what :meth:`RunTrainer.save` writes
+    for such a run when it finishes, through :func:`save_state`.
+    """
+    compacted = []
+    for spec in plan.runs:
+        run_dir = plan.run_dir(spec.name)
+        if spec.keep != "ema" or not run_dir.is_dir():
+            continue
+        _repair(run_dir)
+        record = read_record(run_dir)
+        if record is None or record["step"] < spec.steps or is_compacted(run_dir):
+            continue
+        save_state(run_dir, {"ema.pt": _final_payload(load_ema(run_dir))}, record)
+        compacted.append(spec.name)
+    return compacted
 
 
 def export_run(plan: Plan, run: str, path: Path) -> Path:

@@ -128,6 +128,41 @@ def test_holdout_split_is_disjoint_and_stable(tmp_path: Path) -> None:
     assert held == [paths[20], paths[40]] and train == [paths[1], paths[2], paths[21]]
 
 
+def test_gpu_pack_travels_lossless_and_holds_out_the_same_photos(setup, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from lic.paths import device_tree_bytes
+
+    plan, shared, state = setup
+    photos = sorted((shared / "photos").iterdir())
+    (shared / "photos" / "MANIFEST.tsv").write_text(
+        "name\tbytes\n" + "".join(f"{p.name}\t{p.stat().st_size}\n" for p in photos)
+    )
+    wheels = sum(p.stat().st_size for p in (REPO / ".whl").glob("*") if p.is_file())
+    mib = (device_tree_bytes(REPO) + wheels) / 2**20 + 11
+    out = tmp_path / "pack"
+    process = _script(setup, "gpu-pack", "-o", str(out), "--mib", f"{mib:.3f}")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    packed = {p.stem: p for p in (out / "photos").iterdir() if p.suffix != ".tsv"}
+    assert set(packed) == {p.stem for p in photos}  # one shard holds them all here
+    for photo in photos:
+        travelled = packed[photo.stem]
+        if photo.suffix == ".png":  # smaller as lossless WebP, same pixels
+            assert travelled.suffix == ".webp"
+            assert travelled.stat().st_size < photo.stat().st_size
+        with Image.open(photo) as a, Image.open(travelled) as b:
+            assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+    whole = cp.load_plan(plan, shared, state)
+    shard = cp.load_plan(plan, out, state)
+    for a, b in zip(cp.training_split(whole), cp.training_split(shard), strict=True):
+        assert [p.stem for p in a] == [p.stem for p in b]
+    too_small = _script(setup, "gpu-pack", "-o", str(out), "--mib", f"{mib - 10:.3f}")
+    _, err = too_small.communicate(timeout=120)
+    assert too_small.returncode == 1 and "MiB left beside the working tree" in err
+
+
 def test_resident_images_crops(image_folder: Path) -> None:
     images = cp.ResidentImages(sorted(p for p in image_folder.iterdir() if p.is_file()))
     a = images.sample(4, 64, torch.Generator().manual_seed(3))
@@ -462,6 +497,24 @@ def test_a_finished_keep_ema_run_holds_its_ema_weights_alone(setup) -> None:
     assert again.metadata["lmbda"] == 0.05 and again.metadata["steps"] == 2
     for key in floats:
         assert torch.equal(again.state_dict()[key], kept[key])
+    # a run that finished before the plan said keep: ema is compacted to the same weights
+    plan_path.write_text(
+        PLAN + runs.replace("keep: ema\n  after-fixed", "keep: all\n  after-fixed")
+    )
+    full = cp.load_plan(plan_path, shared, state)
+    late = full.run_dir("fixed")
+    shutil.rmtree(late)
+    record = cp.train_slice(full, "fixed", seconds=120, evaluate=False)
+    assert record["step"] == 2 and not cp.is_compacted(late)
+    ema = cp.load_ema(late)
+    assert cp.compact_finished(full) == []  # keep: all
+    plan_path.write_text(PLAN + runs)
+    plan = cp.load_plan(plan_path, shared, state)
+    assert cp.compact_finished(plan) == ["fixed"] and cp.is_compacted(late)
+    assert cp.read_record(late)["step"] == 2 and cp.compact_finished(plan) == []
+    for key, value in cp.load_ema(late).items():
+        if value.is_floating_point() and value.numel():
+            assert (value - ema[key]).abs().max() <= ema[key].abs().max() * 2**-10
     # other runs start from it; raising its target is refused in one line
     assert cp.train_slice(plan, "after-fixed", seconds=120, evaluate=False)["step"] == 1
     plan_path.write_text(PLAN + runs.replace("steps: 2", "steps: 4"))
