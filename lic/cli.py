@@ -167,17 +167,25 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         codec = create_codec(name)
         codec.update(force=True)
         codecs[name] = codec
+    qualities = {}
     if not codecs:
-        from lic.pretrained import default_checkpoints
+        from lic import pretrained
 
-        for path in default_checkpoints():
+        for path in pretrained.default_checkpoints():
             codec = load_codec(path)
-            codecs[f"default {codec.codec_name} ({path.name})"] = codec
+            label = f"default {codec.codec_name} ({path.name})"
+            if getattr(codec, "variable_rate", False):  # at the quality encode uses by default
+                quality = pretrained.default_quality()
+                label = f"default {codec.codec_name} ({path.name}, quality {quality:g})"
+                qualities[label] = quality
+            codecs[label] = codec
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise UsageError(f"--size must be WIDTHxHEIGHT, got {args.size!r}") from None
-    report = run_benchmark(codecs, height, width, device, runs=args.runs, warmup=args.warmup)
+    report = run_benchmark(
+        codecs, height, width, device, runs=args.runs, warmup=args.warmup, qualities=qualities
+    )
     print(format_table(report))
     if args.output:
         from lic.files import atomic_output
@@ -225,6 +233,16 @@ def _cmd_codecs(args: argparse.Namespace) -> None:
         print(f"{name:<20} {count:>12,}  {spec.description}")
 
 
+def _default_qualities() -> str:
+    """The installed default codec's qualities in words (its manifest; no torch import)."""
+    from lic import pretrained
+
+    try:
+        return pretrained.describe_qualities()
+    except LicError:
+        return "none (no default weights installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lic.paths import data_root
 
@@ -240,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-q",
         "--quality",
         type=float,
-        help="the default codec's rate point, 1 (smallest files) to 4; or any quality in the "
+        help=f"quality of the default codec: {_default_qualities()}; or any quality in the "
         "range of a variable-rate checkpoint (e.g. 1 to 8 for *-vr codecs)",
     )
     target.add_argument(
@@ -294,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-q",
         "--quality",
-        type=int,
-        help="rate point of the default codec (default: the manifest's)",
+        type=float,
+        help=f"quality of the default codec: {_default_qualities()}",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-root", type=Path, default=data_root(), help=argparse.SUPPRESS)

@@ -339,35 +339,46 @@ def encode_file(
 ) -> EncodeReport:
     """Encode one image file into a ``.lic`` file (written atomically).
 
-    Without ``checkpoint`` the default codec shipped with lic codes it, at ``quality`` 1–4
-    (see :mod:`lic.pretrained`). A variable-rate checkpoint takes any ``quality`` in its range.
-    ``target_bpp`` / ``target_psnr`` search the quality instead (:func:`search_quality`).
+    Without ``checkpoint`` the default codec shipped with lic codes it (see
+    :mod:`lic.pretrained`): a fixed-rate default at one of its rate points (whole ``quality``
+    numbers), a variable-rate default at any ``quality`` of its range; both at the manifest's
+    ``default_quality`` when none is given. A variable-rate checkpoint takes any ``quality`` in
+    its range. ``target_bpp`` / ``target_psnr`` search the quality instead
+    (:func:`search_quality`): over the rate points of a fixed-rate default, continuously over
+    one variable-rate codec. The report gives the quality used.
     Images larger than ``tile`` pixels a side are coded in tiles (:func:`encode`).
     """
     from lic import pretrained
 
-    if quality is not None and (target_bpp is not None or target_psnr is not None):
+    searching = target_bpp is not None or target_psnr is not None
+    if quality is not None and searching:
         raise UsageError("give --quality or a target (--target-bpp, --target-psnr), not both")
     target = resolve_device(device)
     tile = tiling.tile_setting(tile)
     image = load_image(source, max_pixels)
-    if checkpoint is None:
+    labels, fixed_quality = None, None
+    if checkpoint is None and not pretrained.is_variable_rate():
         if quality is not None and float(quality) != int(quality):
             raise UsageError(f"--quality of the default codec is a whole number, got {quality}")
-        if target_bpp is None and target_psnr is None:
+        if not searching:
             if quality is None:
-                quality = pretrained.manifest()["default_quality"]
+                quality = pretrained.default_quality()
             labels = [float(quality)]
             paths = [pretrained.default_checkpoint(int(quality))]
         else:
             models = pretrained.default_models()
             labels = [float(m.quality) for m in models]
-            paths = [pretrained.default_checkpoint(m.quality) for m in models]
+            paths = [m.path for m in models]
         codecs = [load_codec(path, device=target) for path in paths]
-        fixed_quality, quality = (labels[0] if labels else None), None
+        fixed_quality, quality = labels[0], None
     else:
-        codecs, labels, fixed_quality = [load_codec(checkpoint, device=target)], None, None
-        if quality is not None and not getattr(codecs[0], "variable_rate", False):
+        explicit = checkpoint is not None
+        if not explicit:  # the default codec: one variable-rate checkpoint
+            checkpoint = pretrained.default_checkpoint(quality)  # checks the manifest's range
+            if quality is None and not searching:
+                quality = pretrained.default_quality()
+        codecs = [load_codec(checkpoint, device=target)]
+        if explicit and quality is not None and not getattr(codecs[0], "variable_rate", False):
             raise UsageError(
                 "--quality needs a variable-rate checkpoint or the default codec "
                 "(this checkpoint has one rate)"
@@ -410,7 +421,9 @@ def decode_file(
 ) -> float:
     """Decode a ``.lic`` file (one image) into a PNG written atomically; returns seconds.
 
-    Without ``checkpoint`` the default weights whose fingerprint the file names are used.
+    Without ``checkpoint`` the default weights whose fingerprint the file names are used; a
+    file made by earlier default weights that are no longer installed fails with a usage error
+    saying where those are (the manifest's ``retired`` list).
     """
     from lic import pretrained
 
@@ -423,6 +436,14 @@ def decode_file(
     if checkpoint is None:
         checkpoint = pretrained.find_by_fingerprint(stream.fingerprint)
     if checkpoint is None:
+        retired = pretrained.find_retired(stream.fingerprint)
+        if retired is not None:
+            where = f"{retired.file} in {retired.until}" if retired.file else retired.until
+            raise UsageError(
+                f"{source} was made by an earlier default codec ({retired.describe()}) whose "
+                f"weights lic no longer ships; they are {where}: decode it with --checkpoint "
+                "and that file"
+            )
         raise UsageError(
             f"--checkpoint is required: no installed weights match {stream.codec} "
             f"fingerprint {stream.fingerprint.hex()}"

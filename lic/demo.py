@@ -90,24 +90,25 @@ def jpeg_at_psnr(pixels: np.ndarray, target: float) -> tuple[int, int, float] | 
 def run_demo(
     images: list[Path],
     output: Path,
-    quality: int | None = None,
+    quality: float | None = None,
     device: str = "cpu",
     checkpoint: Path | None = None,
 ) -> list[DemoRow]:
     """Code ``images`` into ``output`` (``.lic`` and decoded ``.png``) with the default codec at
-    ``quality``, or with the codec checkpoint ``checkpoint`` (a training run's ``codec.ckpt``)."""
+    ``quality`` (default: the manifest's; any number of its range for a variable-rate default),
+    or with the codec checkpoint ``checkpoint`` (a training run's ``codec.ckpt``)."""
     if not images:
         raise UsageError("no images to code")
     if checkpoint is not None and quality is not None:
-        raise UsageError("give --quality (a default-codec rate point) or --checkpoint, not both")
+        raise UsageError("give --quality (a default-codec quality) or --checkpoint, not both")
     output.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
-        checkpoint = pretrained.default_checkpoint(quality)
+        pretrained.default_checkpoint(quality)  # a quality the default codec has, before coding
     rows = []
     for path in images:
         stream, decoded_path = output / f"{path.stem}.lic", output / f"{path.stem}.png"
         # Both report the time of the codec call alone, without loading or writing files.
-        report = coding.encode_file(path, stream, checkpoint, device=device)
+        report = coding.encode_file(path, stream, checkpoint, device=device, quality=quality)
         decode_seconds = coding.decode_file(stream, decoded_path, checkpoint, device=device)
         original = load_image(path).pixels
         decoded = load_image(decoded_path).pixels

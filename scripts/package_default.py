@@ -1,17 +1,30 @@
 #!/usr/bin/env python
-"""Copy the trained default students into the package and write ``lic/weights/manifest.json``.
+"""Package trained weights as lic's default codec: ``lic/weights/*.ckpt`` and ``manifest.json``.
 
     python scripts/package_default.py [--runs runs] [--max-mb 20]
+    python scripts/package_default.py --campaign RUN [--plan default] [--state-dir campaign]
 
-Takes ``runs/default_student/lmbda_<λ>/codec.ckpt`` for every λ that scripts/train_default.py
-trained (quality 1 = the smallest λ = the lowest rate), checks that each loads and that they are
-one codec, and records per rate point its λ, steps, sha256, weights fingerprint and teacher, and
-for the set the recipes, the training data (its MANIFEST.tsv sha256) and the steps of the teacher
-and of the shared student base. Refuses to write more than ``--max-mb`` of weights.
+**Fixed-rate students** (the first form): takes ``runs/default_student/lmbda_<λ>/codec.ckpt`` for
+every λ that scripts/train_default.py trained (quality 1 = the smallest λ = the lowest rate),
+checks that each loads and that they are one codec, and records per rate point its λ, steps,
+sha256, weights fingerprint and teacher, and for the set the recipes, the training data (its
+MANIFEST.tsv sha256) and the steps of the teacher and of the shared student base.
 
 How the students were trained (crop, batch, metric, FEDS phase split) is read from the runs, never
 written here: the metric from each codec checkpoint's metadata, the rest from the recipe Hydra
 saved in each run folder (``.hydra/config.yaml``). Every rate point must record them and agree.
+
+**One campaign run** (``--campaign RUN``): exports the run's saved EMA weights from the campaign
+state (:func:`lic.training.campaign.export_run`) as the one checkpoint of the default codec: a
+variable-rate run (a ``*-vr`` codec) gives every quality of its range from that file, a
+fixed-rate run one rate point. The manifest records the codec, its quality range and the λ of
+each trained level, the data and crops of the plan, the run's steps, images seen and compute.
+Only a run that reached its target steps is packaged (``--unfinished`` to override).
+
+Both forms refuse to write more than ``--max-mb`` of weights, and move the models of the manifest
+they replace to its ``retired`` list (with ``--until``: where those weights can still be found,
+by default the current git commit), so that ``lic decode`` of a file they made says where to find
+them; the replaced checkpoint files are removed.
 """
 
 from __future__ import annotations
@@ -19,7 +32,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lic.bitstream import short_fingerprint
-from lic.paths import RUNS_DIR, RunDir, run_dir, run_dirs, shared_dir
+from lic.errors import LicError
+from lic.paths import RUNS_DIR, RunDir, portable_path, run_dir, run_dirs, shared_dir
 from lic.pretrained import MANIFEST_NAME, WEIGHTS_DIR
 
 
@@ -127,13 +144,265 @@ def facts(path: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def _number(value: float) -> int | float:
+    """``3`` for 3.0 (as a manifest writes whole numbers), else the value."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def default_until() -> str:
+    """Where the weights installed now can be found once replaced: this checkout's commit."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "an earlier lic release"
+    commit = done.stdout.strip()
+    return f"lic commit {commit}" if commit else "an earlier lic release"
+
+
+def read_installed(out: Path) -> dict | None:
+    """The manifest in ``out`` that a new one replaces (None: there is none)."""
+    path = out / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except ValueError as exc:
+        raise PackagingError(f"{path}: not JSON ({exc}); move it away first") from None
+    if not isinstance(old, dict):
+        raise PackagingError(f"{path}: not a default-weights manifest; move it away first")
+    return old
+
+
+def retire(old: dict | None, kept: set[str], until: str) -> list[dict[str, Any]]:
+    """The ``retired`` list of a manifest replacing ``old``: its models, then its retired ones.
+
+    Models whose fingerprint is in ``kept`` (the new manifest's) stay installed; an entry is
+    listed once per fingerprint.
+    """
+    if old is None:
+        return []
+    entries, seen = [], set(kept)
+    for model in old.get("models", []):
+        if model["fingerprint"] in seen:
+            continue
+        seen.add(model["fingerprint"])
+        entry = {
+            "codec": model["codec"],
+            "fingerprint": model["fingerprint"],
+            "quality": model.get("quality"),
+            "lmbda": model.get("lmbda"),
+            "until": until,
+            "file": f"lic/weights/{model['file']}",
+        }
+        if model.get("variable_rate"):
+            entry["quality_range"] = model["quality_range"]
+        entries.append(entry)
+    for entry in old.get("retired", []):
+        if entry["fingerprint"] not in seen:
+            seen.add(entry["fingerprint"])
+            entries.append(entry)
+    return entries
+
+
+def replaced_files(old: dict | None, out: Path, keep: set[str]) -> list[Path]:
+    """The checkpoint files the replaced manifest lists (plain names in ``out``), but ``keep``."""
+    if old is None:
+        return []
+    names = {model.get("file") for model in old.get("models", [])}
+    return [
+        out / name
+        for name in sorted(n for n in names if isinstance(n, str))
+        if Path(name).name == name and name not in keep and (out / name).is_file()
+    ]
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Write ``out/manifest.json`` atomically (a temporary file renamed over it)."""
+    tmp = out / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(out / MANIFEST_NAME)
+
+
+def _plan_path(plan: str) -> Path:
+    return Path(plan) if plan.endswith(".yaml") else REPO / "recipes" / "campaign" / f"{plan}.yaml"
+
+
+def _recorded_plan(plan: str) -> str:
+    """The plan as the manifest names it: relative to the checkout when inside it."""
+    path = _plan_path(plan).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else portable_path(path)
+
+
+def training_data(folder: Path) -> dict[str, Any]:
+    """The training folder's photo count and ``MANIFEST.tsv`` sha256 (None where unknown)."""
+    from lic.files import list_images
+    from lic.training.campaign import manifest_names
+
+    names = manifest_names(folder)
+    if names is None and folder.is_dir():
+        names = list_images(folder)
+    listing = folder / "MANIFEST.tsv"
+    return {
+        "train": portable_path(folder),
+        "images": None if names is None else len(names),
+        "manifest_sha256": sha256(listing) if listing.is_file() else None,
+    }
+
+
+def package_campaign(args: argparse.Namespace) -> None:
+    """Package one campaign run as the default codec (see the module doc)."""
+    from lic.checkpoint import load_codec
+    from lic.training.campaign import export_run, load_plan, read_record
+
+    out = args.out or WEIGHTS_DIR
+    plan = load_plan(_plan_path(args.plan), args.shared, args.state_dir)
+    spec = plan.run(args.campaign)
+    record = read_record(plan.run_dir(spec.name))
+    if record is None or record["step"] == 0:
+        raise PackagingError(f"run {spec.name!r} has no saved state in {plan.run_dir(spec.name)}")
+    if record["step"] < spec.steps and not args.unfinished:
+        raise PackagingError(
+            f"run {spec.name!r} is at step {record['step']} of {spec.steps}: not finished "
+            "(--unfinished packages it anyway)"
+        )
+    old = read_installed(out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{record['codec']}.ckpt"
+    staging = out / f".{name}.tmp"
+    try:
+        export_run(plan, spec.name, staging)
+        size = staging.stat().st_size / 2**20
+        if size > args.max_mb:
+            raise PackagingError(f"{size:.1f} MB of weights exceeds --max-mb {args.max_mb}")
+        codec = load_codec(staging)
+        model = {
+            "file": name,
+            "codec": codec.codec_name,
+            "fingerprint": codec.fingerprint,
+            "sha256": sha256(staging),
+            "bytes": staging.stat().st_size,
+            "parameters": sum(p.numel() for p in codec.parameters()),
+            "steps": codec.metadata.get("steps"),
+        }
+        if getattr(codec, "variable_rate", False):
+            low, high = codec.quality_range
+            levels = range(int(low), int(high) + 1)
+            model |= {
+                "variable_rate": True,
+                "quality_range": [_number(low), _number(high)],
+                "lmbdas": [float(f"{codec.lmbda_at(q):.6g}") for q in levels],
+            }
+            quality = 3.0 if args.default_quality is None else args.default_quality
+            if not low <= quality <= high:
+                raise PackagingError(
+                    f"--default-quality must be from {low:g} to {high:g}, got {quality:g}"
+                )
+        else:
+            model = {"quality": 1, "lmbda": record["lmbda"], **model}
+            quality = 1.0 if args.default_quality is None else args.default_quality
+            if quality != 1:
+                raise PackagingError(
+                    f"a fixed-rate run is one rate point, quality 1: --default-quality {quality:g}"
+                )
+        manifest = {
+            "name": "lic default codec",
+            "codec": codec.codec_name,
+            "variable_rate": model.get("variable_rate", False),
+            "quality_range": model.get("quality_range"),
+            "default_quality": _number(quality),
+            "metric": codec.metadata.get("metric"),
+            "data": {
+                **training_data(plan.train_dir),
+                "holdout_every": plan.holdout_every,
+                "crops": [list(crop) for crop in spec.crops],
+                "batch": spec.batch,
+            },
+            "recipe": {
+                "command": shlex.join(["python", "scripts/package_default.py", *args.argv]),
+                "plan": _recorded_plan(args.plan),
+                "run": spec.name,
+            },
+            "training": {
+                "steps": record["step"],
+                "target_steps": spec.steps,
+                "images_seen": record["images_seen"],
+                "compute": record["compute"],
+                "init": record.get("init"),
+                "teacher": spec.teacher,
+            },
+            "models": [model],
+            "retired": retire(old, {model["fingerprint"]}, args.until or default_until()),
+        }
+        os.replace(staging, out / name)
+    finally:
+        staging.unlink(missing_ok=True)
+    write_manifest(out, manifest)
+    for stale in replaced_files(old, out, {name}):
+        stale.unlink()
+    rates = (
+        f"qualities {model['quality_range'][0]:g} to {model['quality_range'][1]:g}, "
+        f"lambda {model['lmbdas'][0]} to {model['lmbdas'][-1]}"
+        if model.get("variable_rate")
+        else f"one rate point, lambda {model['lmbda']}"
+    )
+    print(f"{out}: {name}, {model['codec']}, {rates}, {size:.1f} MB")
+    print(
+        f"  run {spec.name} of plan {plan.name}: {record['step']} steps, "
+        f"{short_fingerprint(model['fingerprint'])}; {len(manifest['retired'])} retired"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=REPO / RUNS_DIR)
     parser.add_argument("--max-mb", type=float, default=20.0)
-    parser.add_argument("--default-quality", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--default-quality",
+        type=float,
+        help="quality used when none is given (default 3; a fixed-rate campaign run: 1)",
+    )
+    parser.add_argument(
+        "--campaign", metavar="RUN", help="package this campaign run (see the module doc)"
+    )
+    parser.add_argument(
+        "--plan", default="default", help="recipes/campaign/<plan>.yaml, or a path to a plan"
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=REPO / "campaign", help="where run states live"
+    )
+    parser.add_argument(
+        "--shared", type=Path, default=shared_dir(), help="shared material (lic.paths.shared_dir)"
+    )
+    parser.add_argument(
+        "--unfinished", action="store_true", help="package a run below its target steps"
+    )
+    parser.add_argument("--out", type=Path, help="weights folder (default: lic/weights)")
+    parser.add_argument(
+        "--until",
+        help="where the replaced weights can be found, for the retired list "
+        "(default: 'lic commit <HEAD>')",
+    )
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.campaign:
+        try:
+            package_campaign(args)
+        except (PackagingError, LicError) as exc:
+            sys.exit(f"package_default: {exc}")
+        return
+    package_runs(args)
 
+
+def package_runs(args: argparse.Namespace) -> None:
+    """Package the fixed-rate students of scripts/train_default.py (see the module doc)."""
+    out = args.out or WEIGHTS_DIR
+    default_quality = 3 if args.default_quality is None else int(args.default_quality)
     students = [run for run in run_dirs("default_student", args.runs) if run.codec.is_file()]
     if len(students) < 4:
         sys.exit(
@@ -197,7 +466,7 @@ def main() -> None:
     manifest = {
         "name": "lic default codec",
         "codec": codec_names.pop(),
-        "default_quality": args.default_quality,
+        "default_quality": default_quality,
         "metric": setup["metric"],
         "data": {
             "train": "shared datasets/train (never Kodak, CLIC or Tecnick)",
@@ -226,15 +495,20 @@ def main() -> None:
         "teachers": teachers,
         "models": models,
     }
-    WEIGHTS_DIR.mkdir(exist_ok=True)
-    for stale in WEIGHTS_DIR.glob("*.ckpt"):
+    try:
+        old = read_installed(out)
+    except PackagingError as exc:
+        sys.exit(f"package_default: {exc}")
+    retired = retire(old, {m["fingerprint"] for m in models}, args.until or default_until())
+    if retired:
+        manifest["retired"] = retired
+    out.mkdir(exist_ok=True)
+    for stale in out.glob("*.ckpt"):
         stale.unlink()
     for model, run in zip(models, students):
-        shutil.copyfile(run.codec, WEIGHTS_DIR / model["file"])
-    tmp = WEIGHTS_DIR / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(WEIGHTS_DIR / MANIFEST_NAME)
-    print(f"{WEIGHTS_DIR}: {len(models)} rate points, {total:.1f} MB")
+        shutil.copyfile(run.codec, out / model["file"])
+    write_manifest(out, manifest)
+    print(f"{out}: {len(models)} rate points, {total:.1f} MB")
     for model in models:
         print(
             f"  q{model['quality']}  lambda {model['lmbda']:<7} {model['steps']} steps  "

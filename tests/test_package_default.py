@@ -10,8 +10,16 @@ import sys
 import pytest
 import yaml
 
+import lic
+from lic import coding, pretrained
+from lic.errors import UsageError
 from lic.paths import run_dir
+from lic.training import campaign as cp
 from tests.conftest import REPO
+from tests.images import write_mode
+from tests.training import test_campaign as campaign_tests
+
+setup = campaign_tests.setup  # the tiny campaign's shared folder, plan file and state folder
 
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013)
 PHASES = [
@@ -58,9 +66,9 @@ def _fabricate(runs, tiny_checkpoint, configs: dict[float, dict | None]) -> None
             run.config.write_text(yaml.safe_dump(config))
 
 
-def _package(package_default, monkeypatch, runs, weights) -> dict:
+def _package(package_default, monkeypatch, runs, weights, *extra: str) -> dict:
     monkeypatch.setattr(package_default, "WEIGHTS_DIR", weights)
-    monkeypatch.setattr(sys, "argv", ["package_default.py", "--runs", str(runs)])
+    monkeypatch.setattr(sys, "argv", ["package_default.py", "--runs", str(runs), *extra])
     package_default.main()
     return json.loads((weights / package_default.MANIFEST_NAME).read_text())
 
@@ -105,3 +113,112 @@ def test_a_run_that_lacks_or_disagrees_is_refused(
         _package(package_default, monkeypatch, runs, tmp_path / "weights")
     assert message in str(exit_info.value) and str(exit_info.value).startswith("package_default:")
     assert not (tmp_path / "weights").exists()
+
+
+# -- one campaign run as the default codec ---------------------------------------------------------
+
+VR_RUN = """
+  vr:
+    codec: student-tiny-vr
+    steps: 2
+    crops: [[0, 64]]
+"""
+
+
+def _package_campaign(package_default, setup_paths, weights, *extra: str) -> dict:
+    plan, shared, state = setup_paths
+    argv = ["--campaign", "vr", "--plan", str(plan), "--shared", str(shared)]
+    argv += ["--state-dir", str(state), "--out", str(weights), "--until", "lic commit abc1234"]
+    package_default.main([*argv, *extra])
+    return json.loads((weights / package_default.MANIFEST_NAME).read_text())
+
+
+def test_a_variable_rate_campaign_run_becomes_the_default_codec(
+    package_default, setup, tiny_checkpoint, tmp_path, monkeypatch, capsys
+) -> None:
+    """Packaged over a fixed-rate set: encode/decode use it, files of the old set say where."""
+    plan_path, shared, state = setup
+    plan_path.write_text(campaign_tests.PLAN + VR_RUN)
+    plan = cp.load_plan(plan_path, shared, state)
+    weights = tmp_path / "weights"
+    fixed = _package(package_default, monkeypatch, _fixed_runs(tmp_path, tiny_checkpoint), weights)
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", weights)
+    source = write_mode(tmp_path / "in.png", "RGB")
+    coding.encode_file(source, tmp_path / "old.lic", quality=2)  # the fixed-rate default
+
+    cp.train_slice(plan, "vr", seconds=120, max_steps=1, evaluate=False)
+    with pytest.raises(SystemExit, match="at step 1 of 2: not finished"):
+        _package_campaign(package_default, setup, weights)
+    cp.train_slice(plan, "vr", seconds=120, evaluate=False)
+    manifest = _package_campaign(package_default, setup, weights)
+
+    (model,) = manifest["models"]
+    assert model["variable_rate"] and model["quality_range"] == [1, 8] == manifest["quality_range"]
+    levels = [lic.create_codec("student-tiny-vr").lmbda_at(q) for q in range(1, 9)]
+    assert model["lmbdas"] == pytest.approx(levels, rel=1e-5)
+    assert model["lmbdas"][:4] == pytest.approx(LAMBDAS, rel=0.01)  # as the fixed set's
+    assert manifest["codec"] == model["codec"] == "student-tiny-vr"
+    assert manifest["default_quality"] == 3 and manifest["metric"] == "mse"
+    assert manifest["recipe"]["run"] == "vr" and "--campaign vr" in manifest["recipe"]["command"]
+    assert manifest["training"]["steps"] == 2 and manifest["training"]["images_seen"] == 4
+    assert manifest["training"]["compute"]["cpu_core_hours"] > 0
+    assert manifest["data"]["crops"] == [[0, 64]] and manifest["data"]["batch"] == 2
+    assert manifest["data"]["images"] == len(list((shared / "photos").iterdir()))
+    assert sorted(p.name for p in weights.iterdir()) == ["manifest.json", "student-tiny-vr.ckpt"]
+    assert model["sha256"] == package_default.sha256(weights / "student-tiny-vr.ckpt")
+    (retired,) = manifest["retired"]  # the fixed set: four files of one set of weights
+    assert retired["fingerprint"] == fixed["models"][0]["fingerprint"]
+    assert retired["quality"] == 1 and retired["until"] == "lic commit abc1234"
+
+    assert pretrained.is_variable_rate() and pretrained.verify() == []
+    report = coding.encode_file(source, tmp_path / "new.lic", quality=2.5)
+    assert report.quality == 2.5
+    coding.decode_file(tmp_path / "new.lic", tmp_path / "new.png", None)
+    header = coding.read_bitstream_file(tmp_path / "new.lic")
+    assert header.codec == "student-tiny-vr" and header.quality == 2.5
+    assert header.lmbda == pytest.approx(
+        lic.load_codec(pretrained.default_checkpoint()).lmbda_at(2.5)
+    )
+    assert coding.encode_file(source, tmp_path / "d.lic").quality == 3
+    with pytest.raises(UsageError, match="earlier default codec .*lic commit abc1234"):
+        coding.decode_file(tmp_path / "old.lic", tmp_path / "old.png", None)
+
+    # Packaged again after more training: the first VR weights retire too, the old set stays.
+    plan_path.write_text(campaign_tests.PLAN + VR_RUN.replace("steps: 2", "steps: 3"))
+    cp.train_slice(cp.load_plan(plan_path, shared, state), "vr", seconds=120, evaluate=False)
+    again = _package_campaign(package_default, setup, weights, "--default-quality", "4.5")
+    assert again["default_quality"] == 4.5
+    assert [r["fingerprint"] for r in again["retired"]] == [
+        model["fingerprint"],
+        retired["fingerprint"],
+    ]
+    assert again["retired"][0]["quality_range"] == [1, 8]
+    with pytest.raises(UsageError, match=r"\(student-tiny-vr, variable rate 1 to 8\)"):
+        coding.decode_file(tmp_path / "new.lic", tmp_path / "new.png", None)
+    assert "1 retired" in capsys.readouterr().out
+
+
+def test_campaign_packaging_refusals_leave_the_weights_alone(
+    package_default, setup, tmp_path
+) -> None:
+    plan_path, shared, state = setup
+    plan_path.write_text(campaign_tests.PLAN + VR_RUN)
+    weights = tmp_path / "weights"
+    with pytest.raises(SystemExit, match="^package_default: run 'vr' has no saved state"):
+        _package_campaign(package_default, setup, weights)
+    with pytest.raises(SystemExit, match="plan 't' has no run 'nope'"):
+        package_default.main(
+            ["--campaign", "nope", "--plan", str(plan_path), "--state-dir", str(state)]
+        )
+    cp.train_slice(cp.load_plan(plan_path, shared, state), "vr", seconds=120, evaluate=False)
+    with pytest.raises(SystemExit, match="exceeds --max-mb 0.01"):
+        _package_campaign(package_default, setup, weights, "--max-mb", "0.01")
+    with pytest.raises(SystemExit, match="--default-quality must be from 1 to 8, got 9"):
+        _package_campaign(package_default, setup, weights, "--default-quality", "9")
+    assert not weights.exists() or list(weights.iterdir()) == []
+
+
+def _fixed_runs(tmp_path, tiny_checkpoint):
+    runs = tmp_path / "runs"
+    _fabricate(runs, tiny_checkpoint, {lmbda: _config() for lmbda in LAMBDAS})
+    return runs

@@ -32,8 +32,17 @@ def macs_per_pixel(codec: nn.Module, image: torch.Tensor) -> float:
     return counter.get_total_flops() / 2 / (image.shape[-2] * image.shape[-1])
 
 
-def bench_codec(codec: nn.Module, image: torch.Tensor, runs: int = 5, warmup: int = 1) -> dict:
-    """Median latencies over ``runs`` after ``warmup`` runs; ``codec`` must be in eval mode."""
+def bench_codec(
+    codec: nn.Module,
+    image: torch.Tensor,
+    runs: int = 5,
+    warmup: int = 1,
+    quality: float | None = None,
+) -> dict:
+    """Median latencies over ``runs`` after ``warmup`` runs; ``codec`` must be in eval mode.
+
+    A variable-rate codec codes at ``quality`` (default: its own default quality).
+    """
     device = next(codec.parameters()).device
     x = image.to(device)
     if device.type == "cuda":
@@ -46,7 +55,11 @@ def bench_codec(codec: nn.Module, image: torch.Tensor, runs: int = 5, warmup: in
         enc, dec = Stopwatch(device), Stopwatch(device)
         synchronize(device)
         start = time.perf_counter()
-        compressed = codec.compress(x, stopwatch=enc)
+        compressed = (
+            codec.compress(x, stopwatch=enc)
+            if quality is None
+            else codec.compress(x, stopwatch=enc, quality=quality)
+        )
         synchronize(device)
         middle = time.perf_counter()
         codec.decompress(compressed, stopwatch=dec)
@@ -86,12 +99,17 @@ def run_benchmark(
     device: torch.device,
     runs: int = 5,
     warmup: int = 1,
+    qualities: dict[str, float] | None = None,
 ) -> dict:
-    """Benchmark every codec on the same image, in one process; ratios against the first."""
+    """Benchmark every codec on the same image, in one process; ratios against the first.
+
+    ``qualities``: the quality of variable-rate codecs, by label (default: their own).
+    """
     image = test_image(height, width)
     results = {}
     for label, codec in codecs.items():
-        results[label] = bench_codec(codec.to(device).eval(), image, runs, warmup)
+        quality = (qualities or {}).get(label)
+        results[label] = bench_codec(codec.to(device).eval(), image, runs, warmup, quality)
     first = next(iter(results.values()))
     for r in results.values():
         r["parameter_ratio"] = r["parameters"] / first["parameters"]
