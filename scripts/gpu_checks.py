@@ -18,16 +18,18 @@ timestamps. Sections:
   of ``tests/codecs/test_fixed_point_cache.py``, in a subprocess, with ``-W default`` (the device
   image's package versions differ from the project's pins: a deprecation warning there is not a
   CUDA failure); counts of passed, failed, skipped, xfailed and xpassed tests, skip reasons.
-- **evaluation**: ``lic evaluate`` with the shipped default codec (all qualities) on Kodak, once
+- **evaluation**: ``lic evaluate`` with the shipped default codec (all qualities: each
+  checkpoint of a fixed-rate set, each trained level of a variable-rate model) on Kodak, once
   with ``--device cpu`` and once with ``--device cuda``: per-quality bpp and PSNR, the time per
   image on each device, and the comparison (largest PSNR difference, images of equal size).
-- **cross_device**: per quality and image, encode on the CPU and on CUDA (bytes identical?),
-  decode each file on the other device: how many decode, how many are pixel-identical to the
-  same-device decode, the largest pixel difference; the same with TF32 off on CUDA.
-- **entropy_share**: encode and decode time of the default codec (and on CUDA the paper-scale
-  codecs) on one Kodak image split into the networks ``g_a``/``h_a``/``g_s``, the fixed-point
-  entropy networks (``h_s`` and the slice loop) and rANS coding (the Stopwatch "entropy"
-  section): each part's share.
+- **cross_device**: per quality (the same rate points) and image, encode on the CPU and on CUDA
+  (bytes identical?), decode each file on the other device: how many decode, how many are
+  pixel-identical to the same-device decode, the largest pixel difference; the same with TF32
+  off on CUDA.
+- **entropy_share**: encode and decode time of the default codec (at its default quality; and
+  on CUDA the paper-scale codecs) on one Kodak image split into the networks
+  ``g_a``/``h_a``/``g_s``, the fixed-point entropy networks (``h_s`` and the slice loop) and
+  rANS coding (the Stopwatch "entropy" section): each part's share.
 - **training_speed**: images/s at ``--crop``² and ``--batch`` for teacher, student and
   student-swin, plain and with FEDS (teacher forward included), through lic's Lightning modules
   (``scripts/train_throughput.py``), against CompressAI's training loop around
@@ -298,15 +300,44 @@ def cuda_tests(out: Path, timeout: float) -> dict:
 
 
 def _quality_of(point: str) -> str:
-    """``lmbda=0.0018`` -> ``1`` (the default codec's quality of that λ), else the label."""
+    """The default codec's quality of an evaluation point, else the point's label.
+
+    ``lmbda=0.0018`` -> ``1`` (the checkpoint of a fixed-rate default trained at that λ);
+    ``quality=3`` -> ``3`` (a level of a variable-rate default).
+    """
     from lic import pretrained
 
-    with contextlib.suppress(ValueError, IndexError):
-        lmbda = float(point.split("=", 1)[1])
+    kind, _, value = point.partition("=")
+    if kind == "quality" and value:
+        return value
+    with contextlib.suppress(ValueError):
+        lmbda = float(value)
         for model in pretrained.default_models():
-            if math.isclose(model.lmbda, lmbda, rel_tol=1e-6):
+            if model.lmbda is not None and math.isclose(model.lmbda, lmbda, rel_tol=1e-6):
                 return str(model.quality)
     return point
+
+
+def rate_points() -> list[dict]:
+    """The default codec's rate points, lowest rate first: each checkpoint of a fixed-rate set,
+    or each trained level (1 to L) of a variable-rate model. Each: ``quality``, ``lmbda``,
+    ``path`` and ``coding_quality`` (what ``lic.coding.encode`` takes: None for a fixed rate)."""
+    from lic import pretrained
+
+    models = pretrained.default_models()
+    if not models[0].variable_rate:
+        return [
+            {"quality": m.quality, "lmbda": m.lmbda, "path": m.path, "coding_quality": None}
+            for m in models
+        ]
+    (model,) = models
+    low, high = model.quality_range
+    levels = list(range(int(low), int(high) + 1))
+    lmbdas = list(model.lmbdas or [None] * len(levels))
+    return [
+        {"quality": q, "lmbda": lmbda, "path": model.path, "coding_quality": float(q)}
+        for q, lmbda in zip(levels, lmbdas, strict=True)
+    ]
 
 
 def run_lic_evaluate(images: list[Path], device: str) -> list[dict]:
@@ -472,22 +503,30 @@ def cross_device(
     are in 8-bit levels. With ``tf32_off``, CUDA also encodes and decodes with TF32 disabled.
     No quality starts after ``deadline`` (``time.monotonic()``); those left are listed.
     """
-    from lic import coding, pretrained
+    from lic import coding
     from lic.imageio import load_image
 
-    models = [m for m in pretrained.default_models() if qualities is None or m.quality in qualities]
+    points = [p for p in rate_points() if qualities is None or p["quality"] in qualities]
     result = {"images": len(images), "qualities": [], "not_run_over_budget": []}
-    for model in models:
+    loaded: dict[Path, tuple] = {}  # a variable-rate default: one checkpoint for every point
+    for point in points:
         if time.monotonic() > deadline:
-            result["not_run_over_budget"].append(model.quality)
+            result["not_run_over_budget"].append(point["quality"])
             continue
-        log(f"cross-device: quality {model.quality}, {len(images)} images")
-        on_cpu = lic.load_codec(model.path, device=cpu)
-        on_cuda = lic.load_codec(model.path, device=cuda)
+        log(f"cross-device: quality {point['quality']}, {len(images)} images")
+        if point["path"] not in loaded:
+            loaded.clear()
+            loaded[point["path"]] = (
+                lic.load_codec(point["path"], device=cpu),
+                lic.load_codec(point["path"], device=cuda),
+            )
+        on_cpu, on_cuda = loaded[point["path"]]
+        quality = point["coding_quality"]
         records = []
         for path in images:
             x = load_image(path).to_tensor()
-            from_cpu, from_cuda = coding.encode(on_cpu, x), coding.encode(on_cuda, x)
+            from_cpu = coding.encode(on_cpu, x, quality)
+            from_cuda = coding.encode(on_cuda, x, quality)
             cpu_cpu, _ = _decode(on_cpu, from_cpu)
             cpu_cuda, error_a = _decode(on_cuda, from_cpu)
             cuda_cuda, _ = _decode(on_cuda, from_cuda)
@@ -503,14 +542,14 @@ def cross_device(
             }
             if tf32_off:
                 with tf32(False):
-                    strict = coding.encode(on_cuda, x)
+                    strict = coding.encode(on_cuda, x, quality)
                     cpu_cuda_strict, _ = _decode(on_cuda, from_cpu)
                 record["tf32_off_bytes_identical"] = strict == from_cpu
                 record["tf32_off_cpu_to_cuda"] = _difference(cpu_cuda_strict, cpu_cpu)
             records.append(record)
         entry = {
-            "quality": model.quality,
-            "lmbda": model.lmbda,
+            "quality": point["quality"],
+            "lmbda": point["lmbda"],
             "bytes_identical": sum(r["bytes_identical"] for r in records),
             "cpu_to_cuda": _tally(records, "cpu_to_cuda"),
             "cuda_to_cpu": _tally(records, "cuda_to_cpu"),
@@ -550,9 +589,16 @@ def cross_device(
 
 
 def coding_split(
-    codec: torch.nn.Module, image: torch.Tensor, device: torch.device, runs: int, warmup: int
+    codec: torch.nn.Module,
+    image: torch.Tensor,
+    device: torch.device,
+    runs: int,
+    warmup: int,
+    quality: float | None = None,
 ) -> dict:
     """Median encode and decode time split into networks, fixed-point entropy networks, rANS.
+
+    A variable-rate codec codes at ``quality`` (None: its own default).
 
     rANS is the codec's Stopwatch section "entropy"; the fixed-point part is the time inside
     ``codec._hyper`` (``h_s``) and ``codec.context.run`` (the slice loop: mean, scale and LRP
@@ -585,7 +631,7 @@ def coding_split(
                 synchronize(device)
                 start = time.perf_counter()
                 if direction == "encode":
-                    compressed = codec.compress(x, stopwatch=stopwatch)
+                    compressed = codec.compress(x, stopwatch=stopwatch, quality=quality)
                 else:
                     codec.decompress(compressed, stopwatch=stopwatch)
                 synchronize(device)
@@ -628,14 +674,18 @@ def entropy_share(
         labels = ["default"] + (names if device == "cuda" else [n for n in names if "tiny" in n])
         for label in labels:
             log(f"entropy share: {label} on {device}")
+            quality = None
             if label == "default":
                 path = pretrained.default_checkpoint()
                 codec = lic.load_codec(path)
                 label = f"default {codec.codec_name} ({path.name})"
+                if codec.variable_rate:  # at the quality `lic encode` uses by default
+                    quality = pretrained.default_quality()
+                    label = f"default {codec.codec_name} ({path.name}, quality {quality:g})"
             else:
                 codec = lic.create_codec(label)
                 codec.update(force=True)
-            rows[label] = coding_split(codec, image, target, runs, warmup=1)
+            rows[label] = coding_split(codec, image, target, runs, warmup=1, quality=quality)
             del codec
         result[device] = {"status": "ok", "codecs": rows}
     return result

@@ -6,7 +6,7 @@ own report (the coding alone) beside the process's wall time (with start-up, mod
 I/O). The test images are a real photo (the first shared CLIC image unless ``--source``)
 resized with Lanczos to each size, with its aspect ratio.
 
-Codecs: ``default`` (the shipped default codec, quality 3), a registered codec name (its
+Codecs: ``default`` (the shipped default codec at its default quality), a registered codec name (its
 initial weights: memory and transform time are those of the architecture; entropy coding is
 faster than with trained weights, whose latents carry more symbols) or ``NAME=CHECKPOINT``.
 A run whose time, or a whole-image run whose memory, extrapolated linearly from the largest
@@ -61,7 +61,10 @@ def _measure(args: list[str], threads: int) -> dict:
 def _checkpoint(spec: str, folder: Path) -> tuple[str, str | None]:
     """``(label, checkpoint or None for the default codec)`` of a ``--codec`` argument."""
     if spec == "default":
-        return "default (student-small q3)", None
+        from lic import pretrained
+
+        codec = pretrained.default_models()[0].codec
+        return f"default ({codec} q{pretrained.default_quality():g})", None
     if "=" in spec:
         name, path = spec.split("=", 1)
         return name, path

@@ -5,13 +5,18 @@
 
 Every step is a `lic` command, printed before it runs:
 
-1. ``lic evaluate`` on all 24 Kodak images: the shipped default student at all its rate points and
-   Pillow's JPEG, WebP and AVIF (real files, decoded and measured);
-2. ``lic evaluate`` of the teacher checkpoints, when ``runs/default_teacher`` is here (training
-   output is not in the repository; without it the committed teacher results are reused);
-3. ``lic report`` of the student against JPEG, WebP, AVIF, the published VTM curve and the teacher;
-4. ``lic bench`` of student and teacher at 768x512 (CPU);
-5. ``docs/default-model/README.md`` and the block between ``<!-- results:start -->`` and
+1. ``lic evaluate`` on all 24 Kodak images: the shipped default codec at all its rate points
+   (every trained level of a variable-rate default) and Pillow's JPEG, WebP and AVIF (real
+   files, decoded and measured);
+2. ``lic evaluate`` of the teacher checkpoints, when the default has a teacher and
+   ``runs/default_teacher`` is here (training output is not in the repository; without it the
+   committed teacher results are reused);
+3. ``lic evaluate`` of WebP and AVIF (step ``clic-anchors``) and of the default codec (step
+   ``clic``) on the shared CLIC images;
+4. ``lic report`` of the default against JPEG, WebP, AVIF, the published VTM curve and its
+   teacher (if it has one) on Kodak, and against WebP and AVIF on CLIC;
+5. ``lic bench`` of the default (and its teacher) at 768x512 (CPU);
+6. ``docs/default-model/README.md`` and the block between ``<!-- results:start -->`` and
    ``<!-- results:end -->`` in README.md, from the JSON those commands wrote.
 """
 
@@ -41,6 +46,30 @@ REPORTS = {  # folder: (anchor, label)
     "vs-vtm": ("vtm", "VTM (CompressAI's published Kodak curve)"),
     "vs-teacher": ("teacher", "its FEDS teacher (teacher-small, same lambdas)"),
 }
+CLIC_REPORTS = {  # folder: (anchor, label); CLIC's published curves are of other images (2020)
+    "clic-vs-webp": ("webp", "WebP on CLIC (measured here)"),
+    "clic-vs-avif": ("avif", "AVIF on CLIC (measured here)"),
+}
+ALL_STEPS = ("anchors", "student", "teacher", "clic-anchors", "clic", "bench", "reports")
+
+
+def made_with_installed(path: Path) -> bool:
+    """Whether a ``lic evaluate`` result holds every installed default checkpoint and no other
+    (by weights fingerprint): then evaluating again would give the same figures."""
+    if not (REPO / path).is_file():
+        return False
+    made = {c["fingerprint"] for c in load(path).get("checkpoints", [])}
+    return made == {m.fingerprint for m in pretrained.default_models()}
+
+
+def has_teacher() -> bool:
+    """Whether the default codec was distilled from a teacher the docs compare it with."""
+    return bool(pretrained.manifest().get("teachers"))
+
+
+def reports() -> dict[str, tuple[str, str]]:
+    """The Kodak reports made: against its teacher only when it has one."""
+    return {k: v for k, v in REPORTS.items() if k != "vs-teacher" or has_teacher()}
 
 
 def lic(*args: str) -> None:
@@ -58,9 +87,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--steps",
-        help="comma-separated subset of anchors,student,teacher,bench,reports (default: all)",
+        help=f"comma-separated subset of {','.join(ALL_STEPS)} (default: all)",
     )
     parser.add_argument("--bench-runs", type=int, default=3)
+    parser.add_argument(
+        "--force", action="store_true", help="re-evaluate CLIC even if made with these weights"
+    )
     parser.add_argument(
         "--limit", type=int, help="only the first N Kodak images (a quick check, not the docs)"
     )
@@ -72,13 +104,14 @@ def main() -> None:
     teachers = [
         run.codec for run in run_dirs("default_teacher", REPO / RUNS_DIR) if run.codec.is_file()
     ]
+    if not has_teacher():
+        teachers = []  # the default has no teacher: nothing to compare it with
 
     limit = ["--limit", str(args.limit)] if args.limit else []
-    steps = (
-        set(args.steps.split(","))
-        if args.steps
-        else {"anchors", "student", "teacher", "bench", "reports"}
-    )
+    steps = set(args.steps.split(",")) if args.steps else set(ALL_STEPS)
+    unknown = steps - set(ALL_STEPS)
+    if unknown:
+        sys.exit(f"make_docs: unknown step {min(unknown)!r}; steps: {', '.join(ALL_STEPS)}")
     if "anchors" in steps:
         lic(
             "evaluate",
@@ -93,7 +126,7 @@ def main() -> None:
         )
     if "student" in steps:
         lic("evaluate", "--dataset", "kodak", *limit, "--name", STUDENT, "-o", str(OUT / "kodak"))
-    if "teacher" in steps:
+    if "teacher" in steps and has_teacher():
         if teachers:
             lic(
                 "evaluate",
@@ -109,6 +142,23 @@ def main() -> None:
             )
         else:
             print(f"(no runs/default_teacher here: reusing {OUT / 'kodak-teacher'})")
+    if "clic-anchors" in steps:
+        lic(
+            "evaluate",
+            "--dataset",
+            "clic",
+            *limit,
+            "--anchors-only",
+            "--anchors",
+            "webp,avif",
+            "-o",
+            str(OUT / "clic-anchors"),
+        )
+    if "clic" in steps:
+        if made_with_installed(OUT / "clic" / f"{STUDENT}.json") and not (args.force or limit):
+            print(f"({OUT / 'clic'}: made with the installed weights, reused; --force redoes it)")
+        else:
+            lic("evaluate", "--dataset", "clic", *limit, "--name", STUDENT, "-o", str(OUT / "clic"))
     if "bench" in steps:
         bench = [
             "bench",
@@ -136,13 +186,34 @@ def main() -> None:
         "avif": OUT / "kodak-anchors" / "avif.json",
         "teacher": OUT / "kodak-teacher" / f"{TEACHER}.json",
     }
-    for folder, (anchor, _) in REPORTS.items():
-        others = [
-            str(curves[k]) for k in ("student", "teacher", "jpeg", "webp", "avif") if k != anchor
-        ]
+    names = (
+        ("student", "teacher", "jpeg", "webp", "avif")
+        if has_teacher()
+        else ("student", "jpeg", "webp", "avif")
+    )
+    for folder, (anchor, _) in reports().items():
+        others = [str(curves[k]) for k in names if k != anchor]
         anchor_arg = str(vtm) if anchor == "vtm" else load(curves[anchor])["name"]
         files = others + ([] if anchor == "vtm" else [str(curves[anchor])])
         lic("report", *files, "--anchor", anchor_arg, "-o", str(OUT / folder))
+    clic = {
+        "student": OUT / "clic" / f"{STUDENT}.json",
+        "webp": OUT / "clic-anchors" / "webp.json",
+        "avif": OUT / "clic-anchors" / "avif.json",
+    }
+    if all((REPO / path).is_file() for path in clic.values()):
+        for folder, (anchor, _) in CLIC_REPORTS.items():
+            others = [str(clic[k]) for k in clic if k != anchor]
+            anchor_arg = load(clic[anchor])["name"]
+            lic(
+                "report",
+                *others,
+                str(clic[anchor]),
+                "--anchor",
+                anchor_arg,
+                "-o",
+                str(OUT / folder),
+            )
     write_markdown(curves)
 
 
@@ -179,13 +250,14 @@ def _point(points: dict[str, int], fingerprint: str | None, curve: dict, what: s
 def write_markdown(curves: dict[str, Path]) -> None:
     """Write docs/default-model/README.md and README.md's results block."""
     block = results_block(curves)
+    made = [f for f in [*reports(), *CLIC_REPORTS] if (REPO / OUT / f / "report.md").is_file()]
     (REPO / OUT / "README.md").write_text(
-        "# The default codec on Kodak\n\nRegenerate: `python scripts/make_docs.py`.\n\n"
+        "# The default codec on Kodak and CLIC\n\nRegenerate: `python scripts/make_docs.py`.\n\n"
         + block.replace("docs/default-model/README.md", "README.md").replace(
             "(docs/default-model/", "("
         )
         + "\n\n![RD](vs-vtm/rd-psnr.png)\n\nReports: "
-        + ", ".join(f"[{f}]({f}/report.md)" for f in REPORTS)
+        + ", ".join(f"[{f}]({f}/report.md)" for f in made)
         + ".\n"
     )
     readme = (REPO / "README.md").read_text()
@@ -198,15 +270,9 @@ def write_markdown(curves: dict[str, Path]) -> None:
     print(REPO / OUT / "README.md")
 
 
-def results_block(curves: dict[str, Path]) -> str:
-    """The results in markdown, from the manifest and the JSON the `lic` commands wrote.
-
-    Each manifest rate point is paired with its results by weights fingerprint (the student's,
-    and its teacher's), never by position.
-    """
-    manifest = pretrained.manifest()
+def _rd_table_fixed(manifest: dict, curves: dict[str, Path]) -> str:
+    """One row per rate point, each paired with its results (and its teacher's) by fingerprint."""
     student, teacher = load(curves["student"]), load(curves["teacher"])
-    bench = load(OUT / "bench-cpu.json")
     r, t = student["results"], teacher["results"]
     student_points, teacher_points = points_by_fingerprint(student), points_by_fingerprint(teacher)
     lines = [
@@ -226,10 +292,105 @@ def results_block(curves: dict[str, Path]) -> str:
             f"{r['ms-ssim-rgb'][i]:.4f} | {r['encoding_time'][i]:.2f} | {r['decoding_time'][i]:.2f} | "
             f"{t['bpp'][j]:.3f} | {t['psnr-rgb'][j]:.2f} |"
         )
-    rd_table = "\n".join(lines)
-    bd_lines = ["| the default student against | BD-rate (PSNR) |", "|---|---:|"]
-    for folder, (anchor, label) in REPORTS.items():
-        bd_lines.append(f"| {label} | {_bd(folder, student['name'])} |")
+    return "\n".join(lines)
+
+
+def _rd_table_variable(manifest: dict, curves: dict[str, Path]) -> str:
+    """One row per trained level of the variable-rate default, on Kodak and CLIC."""
+    (model,) = manifest["models"]
+    fingerprint = model["fingerprint"]
+    kodak = load(curves["student"])
+    clic_path = OUT / "clic" / f"{STUDENT}.json"
+    clic = load(clic_path) if (REPO / clic_path).is_file() else None
+    for curve in (kodak, clic):
+        if curve is not None and fingerprint not in {
+            c["fingerprint"] for c in curve["checkpoints"]
+        }:
+            sys.exit(
+                f"make_docs: {curve['name']} was not made with the installed weights {fingerprint}"
+            )
+    lines = [
+        "| quality | λ | Kodak bpp | PSNR (dB) | MS-SSIM | encode s | decode s | CLIC bpp | PSNR (dB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level, lmbda in enumerate(model["lmbdas"], start=1):
+        point = f"quality={level}"
+        i = _index(kodak, point)
+        r = kodak["results"]
+        row = (
+            f"| {level} | {lmbda:.4g} | {r['bpp'][i]:.3f} | {r['psnr-rgb'][i]:.2f} | "
+            f"{r['ms-ssim-rgb'][i]:.4f} | {r['encoding_time'][i]:.2f} | {r['decoding_time'][i]:.2f} |"
+        )
+        if clic is not None:
+            j = _index(clic, point)
+            row += f" {clic['results']['bpp'][j]:.3f} | {clic['results']['psnr-rgb'][j]:.2f} |"
+        else:
+            row += " — | — |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def _index(curve: dict, point: str) -> int:
+    if point not in curve["points"]:
+        sys.exit(f"make_docs: {curve['name']} has no point {point}")
+    return curve["points"].index(point)
+
+
+def _budget(manifest: dict) -> str:
+    data = manifest["data"]
+    if manifest["models"][0].get("variable_rate"):
+        training = manifest["training"]
+        init = training.get("init") or {}
+        start = (
+            f" from the campaign's `{init['run']}` ({init['step']:,} steps at λ 0.013)"
+            if init
+            else ""
+        )
+        return (
+            f"Training budget, stated plainly: the campaign run `{manifest['recipe']['run']}` "
+            f"(`{manifest['recipe']['plan']}`), {training['steps']:,} steps{start}, each batch of "
+            f"{data['batch']} at a random quality, crops {' then '.join(str(c[1]) for c in data['crops'])} "
+            f"pixels, {data['images']} training photos (shared `datasets/train`), "
+            f"{training['compute']['cpu_core_hours']:.2f} CPU core-hours and "
+            f"{training['compute']['gpu_hours']:.2f} GPU-hours for this run (its record in "
+            "`campaign/`). It has no teacher: it is the scratch student made variable-rate; a "
+            "FEDS student replaces it when one measures better. Published codecs train for days "
+            "on GPUs."
+        )
+    teachers = manifest.get("teachers", {})
+    base = manifest.get("student_base") or {}
+    teacher_steps = ", ".join(
+        f"λ {k}: {v['steps']:,}" for k, v in sorted(teachers.items(), key=lambda kv: float(kv[0]))
+    )
+    return (
+        f"Training budget, stated plainly: two CPU cores, one run per core, "
+        f"{data['crop']}x{data['crop']} crops, batch {data['batch']}, "
+        f"{data['images']} training photos (shared `datasets/train`). Teacher "
+        f"(`{next(iter(teachers.values()))['codec'] if teachers else 'teacher-small'}`): "
+        f"{teacher_steps} steps (the other λ fine-tuned from the base). Student: "
+        f"{base.get('steps', 0):,} steps from scratch at λ {base.get('lmbda')}, then per λ "
+        f"{manifest['models'][0]['steps']:,} steps of {manifest['recipe']['student']}. The wall "
+        f"time of these runs was not recorded; published codecs train for days on GPUs."
+    )
+
+
+def results_block(curves: dict[str, Path]) -> str:
+    """The results in markdown, from the manifest and the JSON the `lic` commands wrote.
+
+    A fixed-rate default's rate points are paired with their results by weights fingerprint
+    (the student's and its teacher's), never by position; a variable-rate default's trained
+    levels by their point names (``quality=<level>``), after checking the curves were made
+    with the installed weights.
+    """
+    manifest = pretrained.manifest()
+    student = load(curves["student"])
+    bench = load(OUT / "bench-cpu.json")
+    variable = bool(manifest["models"][0].get("variable_rate"))
+    rd_table = (_rd_table_variable if variable else _rd_table_fixed)(manifest, curves)
+    bd_lines = ["| the default codec against | BD-rate (PSNR) |", "|---|---:|"]
+    for folder, (_, label) in [*reports().items(), *CLIC_REPORTS.items()]:
+        if (REPO / OUT / folder / "report.json").is_file():
+            bd_lines.append(f"| {label} | {_bd(folder, student['name'])} |")
     bd_table = "\n".join(bd_lines)
     speed_lines = [
         (
@@ -244,32 +405,21 @@ def results_block(curves: dict[str, Path]) -> str:
             f"{row['parameter_ratio']:.1%} | {row['time_ratio']:.1%} |"
         )
     speed_table = "\n".join(speed_lines)
-    teachers = manifest.get("teachers", {})
-    base = manifest.get("student_base") or {}
-    teacher_steps = ", ".join(
-        f"λ {k}: {v['steps']:,}" for k, v in sorted(teachers.items(), key=lambda kv: float(kv[0]))
-    )
-    data = manifest["data"]
-    budget = (
-        f"Training budget, stated plainly: two CPU cores, one run per core, "
-        f"{data['crop']}x{data['crop']} crops, batch {data['batch']}, "
-        f"{data['images']} training photos (shared `datasets/train`). Teacher "
-        f"(`{next(iter(teachers.values()))['codec'] if teachers else 'teacher-small'}`): "
-        f"{teacher_steps} steps (the other λ fine-tuned from the base). Student: "
-        f"{base.get('steps', 0):,} steps from scratch at λ {base.get('lmbda')}, then per λ "
-        f"{manifest['models'][0]['steps']:,} steps of {manifest['recipe']['student']}. The wall "
-        f"time of these runs was not recorded; published codecs train for days on GPUs."
+    where = (
+        "Kodak (all 24 images) and the shared CLIC images (21), real bitstreams"
+        if variable
+        else "Kodak, all 24 images, real bitstreams"
     )
     return "\n\n".join(
         [
             (
-                "Kodak, all 24 images, real bitstreams (`python scripts/make_docs.py`, which runs the `lic` commands "
+                f"{where} (`python scripts/make_docs.py`, which runs the `lic` commands "
                 "it prints; full reports with plots in [docs/default-model](docs/default-model/README.md)):"
             ),
             rd_table,
             bd_table,
             speed_table,
-            budget,
+            _budget(manifest),
         ]
     )
 

@@ -1,6 +1,7 @@
 """What the bounds-checked rANS decoder (lic.rans) costs, against CompressAI's C++ decoder.
 
-Each image is encoded with a shipped default codec and decoded with ``lic.coding.decode``,
+Each image is encoded with the shipped default codec at ``--quality`` (its checkpoint of that
+quality, or its variable-rate model at that quality) and decoded with ``lic.coding.decode``,
 which reads every string with :class:`lic.rans.RansDecoder`. The calls it makes are recorded
 and replayed on both decoders (same strings, same indexes, same tables), so the two times are
 for exactly the same work; the whole decode is timed too. Each time is the fastest of
@@ -56,7 +57,12 @@ def _replay(decoder_class, calls: list) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path)
-    parser.add_argument("--quality", type=int, default=3)
+    parser.add_argument(
+        "--quality",
+        type=float,
+        default=3,
+        help="a quality of the default codec (a whole number for a fixed-rate one; default 3)",
+    )
     parser.add_argument(
         "--runs",
         type=int,
@@ -74,14 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     from compressai.ans import RansDecoder as CompressaiDecoder  # after lic's torchvision shim
 
     codec = load_codec(pretrained.default_checkpoint(args.quality))
+    quality = args.quality if codec.variable_rate else None  # a fixed-rate file has one rate
     calls: list = []
     _record(calls)
     rows = []
-    warm_up = coding.encode(codec, load_image(args.images[0]).to_tensor())
+    warm_up = coding.encode(codec, load_image(args.images[0]).to_tensor(), quality)
     coding.decode(codec, warm_up)  # builds the fixed-point networks once
     print(f"{'image':<14} {'symbols':>8} {'C++ ms':>8} {'lic.rans ms':>12} {'decode ms':>10}")
     for path in args.images:
-        data = coding.encode(codec, load_image(path).to_tensor())
+        data = coding.encode(codec, load_image(path).to_tensor(), quality)
         decode_s, cpp_s, python_s = [], [], []
         for _ in range(args.runs):
             calls.clear()
@@ -117,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({100 * added / (decode - added):.1f}% of a decode with CompressAI's decoder)"
     )
     if args.output:
-        summary = {"quality": args.quality, "threads": args.threads, "runs": args.runs}
+        shown = int(args.quality) if args.quality.is_integer() else args.quality
+        summary = {"quality": shown, "threads": args.threads, "runs": args.runs}
         args.output.write_text(json.dumps(summary | {"images": rows}, indent=2))
     return 0
 

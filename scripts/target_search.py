@@ -12,10 +12,13 @@ images could not reach the target (the nearest reachable quality is then used). 
 the parameters and the encode/decode time a variable-rate codec adds over its fixed-rate form
 (the same network, the first image).
 
-Without ``--checkpoint`` the variable-rate checkpoint is ``student-small-vr`` started from the
+Without ``--checkpoint`` the variable-rate checkpoint is the shipped default codec when it is
+variable-rate (trained); with a fixed-rate default it is ``student-small-vr`` started from the
 shipped fixed-rate student (quality 3) with its initial gains, *untrained*: the search's
-behaviour is measured, not the variable-rate model's quality. Writes ``<out>.json`` and
-``<out>.md``.
+behaviour is measured, not the variable-rate model's quality. The fixed-rate form the cost is
+measured against is the shipped quality-3 student (the variable-rate codec at its λ), or, with a
+variable-rate default, that codec's network without its gains (the variable-rate codec at the
+default quality). Writes ``<out>.json`` and ``<out>.md``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,21 @@ def _time(codec, image: torch.Tensor, quality: float | None, repeats: int = 3) -
     return {"encode_s": min(encode), "decode_s": min(decode)}
 
 
+def _fixed_rate_form(codec) -> torch.nn.Module:
+    """The network of a variable-rate ``codec`` as the fixed-rate codec it extends, without its
+    gains (``student-small-vr`` → ``student-small``), ready to code."""
+    import lic
+    from lic.checkpoint import weights_fingerprint
+
+    fixed = lic.create_codec(codec.codec_name.removesuffix("-vr"))
+    missing, unexpected = fixed.load_state_dict(codec.state_dict(), strict=False)
+    if missing or set(unexpected) != {"log_gain", "log_inverse_gain"}:
+        raise RuntimeError(f"{codec.codec_name} has no fixed-rate form: {missing} {unexpected}")
+    fixed.fingerprint = weights_fingerprint(fixed)
+    fixed.metadata = {"metric": codec.metadata.get("metric")}
+    return fixed.eval()
+
+
 def main(argv: list[str] | None = None) -> int:
     import lic
     from lic import coding, pretrained
@@ -79,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint
         described = str(checkpoint)
-        if checkpoint is None:
+        if checkpoint is None and pretrained.is_variable_rate():
+            checkpoint = pretrained.default_checkpoint()
+            described = f"the shipped default codec ({checkpoint.name}, trained)"
+        elif checkpoint is None:
             codec = warm_start(
                 lic.create_codec("student-small-vr"), pretrained.default_checkpoint(3)
             )
@@ -122,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(rows[-1], flush=True)
         first = next(iter(tensors.values()))
-        fixed = lic.load_codec(pretrained.default_checkpoint(3))
+        if pretrained.is_variable_rate():
+            fixed, quality = _fixed_rate_form(codec), pretrained.default_quality()
+            at = f"quality {quality:g}; {fixed.codec_name}: the same network without its gains"
+        else:
+            fixed = lic.load_codec(pretrained.default_checkpoint(3))
+            quality, at = codec.quality_for(fixed.metadata["lmbda"]), "the fixed one's λ"
         cost = {
             "image": next(iter(tensors)),
             "fixed": {
@@ -133,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             "variable": {
                 "codec": codec.codec_name,
                 "parameters": sum(p.numel() for p in codec.parameters()),
-                **_time(codec, first, codec.quality_for(fixed.metadata["lmbda"])),
+                "quality": quality,
+                **_time(codec, first, quality),
             },
+            "at": at,
         }
     report = {"checkpoint": described, "dataset": args.dataset, "rows": rows, "cost": cost}
     lines = [
@@ -170,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         (
             f"Cost of variable rate ({cost['image']}, one thread, best of 3, the variable-rate codec "
-            f"at the fixed one's λ): {v['codec']} has "
+            f"at {cost['at']}): {v['codec']} has "
             f"{v['parameters'] - f['parameters']:,} more parameters than {f['codec']} "
             f"({f['parameters']:,}); encode {f['encode_s']:.3f} → {v['encode_s']:.3f} s, decode "
             f"{f['decode_s']:.3f} → {v['decode_s']:.3f} s."

@@ -1,6 +1,7 @@
 """What coding in tiles costs: BD-rate of tiled against whole-image coding on the CLIC images.
 
-Every image is coded with the shipped default codec at each of its rate points, whole and in
+Every image is coded with the shipped default codec at each of its rate points (each
+checkpoint of a fixed-rate set, each trained level of a variable-rate model), whole and in
 tiles of each ``--setting`` (``TILE/OVERLAP``), through real bitstreams (``lic.coding.encode``
 and ``decode_pixels``). Per setting: the BD-rate against whole-image coding over the mean
 curve of the set (bpp and PSNR averaged over images per rate point), and the PSNR near the
@@ -43,7 +44,25 @@ def _near_cuts(height: int, width: int, tile: int, overlap: int) -> np.ndarray:
     return mask
 
 
-def _measure(codec, paths: list[Path], settings: list[tuple[int, int]]) -> dict[str, dict]:
+def _rate_points() -> tuple[list[tuple[int, Path, float | None]], str]:
+    """The default codec's rate points as ``(quality, checkpoint, quality to code at)``, lowest
+    rate first (the last None for a fixed-rate checkpoint), and the points in words."""
+    models = pretrained.default_models()
+    if not models[0].variable_rate:
+        points = [(m.quality, m.path, None) for m in models]
+        return points, f"the default codec's {len(points)} rate points"
+    (model,) = models
+    low, high = model.quality_range
+    points = [(q, model.path, float(q)) for q in range(int(low), int(high) + 1)]
+    return points, (
+        f"the default codec's {len(points)} trained levels (qualities {points[0][0]} to "
+        f"{points[-1][0]} of one variable-rate model)"
+    )
+
+
+def _measure(
+    codec, paths: list[Path], settings: list[tuple[int, int]], quality: float | None = None
+) -> dict[str, dict]:
     """One rate point: mean bpp, PSNR and PSNR near the cuts (vs whole) per setting."""
     rows: dict[str, list[tuple]] = {f"{t}/{o}": [] for t, o in settings}
     for path in paths:
@@ -52,7 +71,7 @@ def _measure(codec, paths: list[Path], settings: list[tuple[int, int]]) -> dict[
         height, width = original.shape[:2]
         whole = None
         for tile, overlap in settings:
-            data = coding.encode(codec, image, tile=tile, overlap=overlap)
+            data = coding.encode(codec, image, quality, tile=tile, overlap=overlap)
             decoded = coding.decode_pixels(codec, bitstream.unpack(data), height * width)
             whole = decoded if tile == 0 else whole
             near = None
@@ -75,13 +94,13 @@ def _measure(codec, paths: list[Path], settings: list[tuple[int, int]]) -> dict[
     return out
 
 
-def _markdown(table: list[dict], count: int, folder: str, rate_points: int) -> str:
+def _markdown(table: list[dict], count: int, folder: str, rate_points: str) -> str:
     lines = [
         "# What coding in tiles costs (default codec, CLIC images)",
         "",
         (
             "Regenerate: `python scripts/tiling_cost.py -o docs/large-images/tiling-cost`. "
-            f"{count} images of {folder}, the default codec's {rate_points} rate points; "
+            f"{count} images of {folder}, {rate_points}; "
             "BD-rate against the same images coded whole (positive: tiles cost bits). Near the "
             "cuts: PSNR within 8 px (or the overlap) of a cut between tiles minus the "
             "whole-coded image's PSNR on the same pixels, averaged over rate points."
@@ -118,14 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     settings = [(0, 0)] + [
         tuple(int(v) for v in text.split("/")) for text in (args.setting or DEFAULT_SETTINGS)
     ]
-    models = pretrained.default_models()
+    points, described = _rate_points()
     start = time.perf_counter()
     curves: dict[str, list[dict]] = {f"{t}/{o}": [] for t, o in settings}
-    for model in models:
-        codec = load_codec(pretrained.default_checkpoint(model.quality))
-        for key, point in _measure(codec, paths, settings).items():
-            curves[key].append({"quality": model.quality} | point)
-        print(f"quality {model.quality} done, {time.perf_counter() - start:.0f} s", flush=True)
+    codecs = {}  # a variable-rate default: one checkpoint for every point
+    for quality, path, coding_quality in points:
+        if path not in codecs:
+            codecs[path] = load_codec(path)
+        codec = codecs[path]
+        for key, point in _measure(codec, paths, settings, coding_quality).items():
+            curves[key].append({"quality": quality} | point)
+        print(f"quality {quality} done, {time.perf_counter() - start:.0f} s", flush=True)
     whole = curves["0/0"]
     table = []
     for key, curve in curves.items():
@@ -146,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 "near_cuts_vs_whole_db": statistics.mean(near) if near else None,
             }
         )
-    markdown = _markdown(table, len(paths), portable_path(folder), len(models))
+    markdown = _markdown(table, len(paths), portable_path(folder), described)
     print(markdown)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

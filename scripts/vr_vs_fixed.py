@@ -10,7 +10,9 @@ fine-tunes of the same scratch student at the eight λ the variable-rate model i
 ``student-scratch``; the compute each spent after it comes from their records. Every codec
 is built from the campaign state (``lic.training.campaign.export_run``) and evaluated through
 real bitstreams: the variable-rate one at its eight trained qualities, each fixed one at its λ.
-The shipped default codec is evaluated beside them for reference. BD-rates (pchip) are over
+The shipped default codec is evaluated beside them for reference: each checkpoint of a
+fixed-rate default, every trained level of a variable-rate one (when those are ``student-vr``'s
+own weights, its curve is reused and the table says so). BD-rates (pchip) are over
 the curves' common PSNR range; positive means more bits than the reference. Runs that have
 not reached their target are reported as such and left out of the fixed-rate curve.
 """
@@ -28,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import torch
 
+import lic
 from lic import pretrained
 from lic.evaluation.bd import bd_rate
 from lic.evaluation.datasets import resolve_images
@@ -40,11 +43,34 @@ VR_RUN = "student-vr"
 FIXED_PREFIX = "student-fixed-"
 
 
-def _curve(name: str, checkpoints: list[Path], images: list[Path]) -> dict:
+def _curve(
+    name: str, checkpoints: list[Path], images: list[Path], qualities: list[float] | None = None
+) -> dict:
+    """One curve through real bitstreams: each fixed-rate checkpoint at its λ, a variable-rate
+    one at ``qualities`` (default: every trained level)."""
     rows = []
     for path in checkpoints:
-        rows += evaluate_checkpoint(path, images, torch.device("cpu"), curve=name)[0]
+        rows += evaluate_checkpoint(
+            path, images, torch.device("cpu"), curve=name, qualities=qualities
+        )[0]
     return summarize(name, name, rows)
+
+
+def _default_codec() -> tuple[str, list[Path], list[float] | None, str]:
+    """The shipped default codec: its curve's name, checkpoints, qualities (every trained level
+    of a variable-rate default; None for a fixed-rate set) and weights fingerprint (the first)."""
+    models = pretrained.default_models()
+    if not models[0].variable_rate:
+        name = (
+            f"shipped default codec ({models[0].codec}, qualities "
+            f"{models[0].quality} to {models[-1].quality})"
+        )
+        return name, [m.path for m in models], None, models[0].fingerprint
+    (model,) = models
+    low, high = model.quality_range
+    levels = [float(q) for q in range(int(low), int(high) + 1)]
+    name = f"shipped default codec ({model.codec}, qualities {levels[0]:g} to {levels[-1]:g})"
+    return name, [model.path], levels, model.fingerprint
 
 
 def _bd(curve: dict, reference: dict) -> float | None:
@@ -90,16 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         curves = []
+        vr_fingerprint = None
         if status[VR_RUN]["steps"] > 0:
             vr = cp.export_run(plan, VR_RUN, folder / "vr.ckpt")
+            vr_fingerprint = lic.load_codec(vr).fingerprint
             curves.append(_curve(f"{VR_RUN} ({status[VR_RUN]['steps']} steps)", [vr], images))
         if done:
             paths = [cp.export_run(plan, n, folder / f"{n}.ckpt") for n in done]
             curves.append(
                 _curve(f"student-fixed ({len(done)} of {len(fixed_runs)})", paths, images)
             )
-        default = [pretrained.default_checkpoint(m.quality) for m in pretrained.default_models()]
-        curves.append(_curve("shipped default codec", default, images))
+        name, default, qualities, fingerprint = _default_codec()
+        if fingerprint == vr_fingerprint:  # the shipped default is student-vr: measured above
+            name = f"{name[:-1]}: {VR_RUN}'s weights)"
+            curves.append(curves[0] | {"name": name, "description": name})
+        else:
+            curves.append(_curve(name, default, images, qualities))
     vr_compute = status[VR_RUN]["core_hours"] + status[VR_RUN]["gpu_hours"]
     fixed_compute = sum(status[n]["core_hours"] + status[n]["gpu_hours"] for n in done)
     table = []

@@ -1,10 +1,16 @@
-"""Helpers shared by the tests: tiny codecs whose latents are far from zero."""
+"""Helpers shared by the tests: tiny codecs whose latents are far from zero, and the shipped
+default codec's rate points in either of its shapes (fixed-rate set or one variable-rate model)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 import lic
+from lic import pretrained
+from lic.checkpoint import weights_fingerprint
 from lic.codecs import create_codec
 
 TINY_CODECS = [name for name in lic.list_codecs() if name.endswith("-tiny")]
@@ -49,3 +55,63 @@ def perturbed_codec(
     codec.eval()
     codec.update(force=True, update_quantiles=True)
     return codec
+
+
+class RatePoint(NamedTuple):
+    """One rate point of the shipped default codec.
+
+    ``coding_quality`` is what :func:`lic.coding.encode` and ``codec.compress`` / ``codec(x)``
+    take for it: None for a fixed-rate checkpoint (one rate), the quality for a variable-rate one.
+    """
+
+    quality: int
+    path: Path
+    coding_quality: float | None
+    lmbda: float | None
+
+    def kwargs(self) -> dict:
+        """``quality=`` for a codec's ``forward`` / ``compress`` (nothing for a fixed rate)."""
+        return {} if self.coding_quality is None else {"quality": self.coding_quality}
+
+
+def shipped_points() -> list[RatePoint]:
+    """The shipped default codec's rate points, lowest rate first: each checkpoint of a
+    fixed-rate set, or each trained level (1 to L) of its one variable-rate checkpoint."""
+    models = pretrained.default_models()
+    if not models[0].variable_rate:
+        return [RatePoint(m.quality, m.path, None, m.lmbda) for m in models]
+    (model,) = models
+    low, high = model.quality_range
+    levels = range(int(low), int(high) + 1)
+    lmbdas = model.lmbdas or (None,) * len(levels)
+    return [
+        RatePoint(q, model.path, float(q), lmbda) for q, lmbda in zip(levels, lmbdas, strict=True)
+    ]
+
+
+def default_coding_quality() -> float | None:
+    """The quality with which :func:`lic.coding.encode` codes as ``lic encode`` does without
+    ``--quality``: None for a fixed-rate default (the checkpoint of ``default_quality`` has one
+    rate); the manifest's ``default_quality`` for a variable-rate one (the codec's own default,
+    its middle level, may be another)."""
+    return pretrained.default_quality() if pretrained.is_variable_rate() else None
+
+
+def fixed_rate_default(quality: int = 3) -> torch.nn.Module:
+    """A fixed-rate codec of the shipped default's network.
+
+    The checkpoint of ``quality`` for a fixed-rate default; for a variable-rate default its
+    network as the fixed-rate codec it extends (``student-small-vr`` → ``student-small``), its
+    per-level gains left out (a fixed-rate codec with trained weights, at no trained λ).
+    """
+    if not pretrained.is_variable_rate():
+        return lic.load_codec(pretrained.default_checkpoint(quality))
+    variable = lic.load_codec(pretrained.default_checkpoint())
+    codec = create_codec(variable.codec_name.removesuffix("-vr"))
+    keys = codec.load_state_dict(variable.state_dict(), strict=False)
+    assert not keys.missing_keys, keys
+    assert set(keys.unexpected_keys) == {"log_gain", "log_inverse_gain"}, keys
+    assert not codec.variable_rate
+    codec.fingerprint = weights_fingerprint(codec)  # as lic.load_codec gives it: it can code
+    codec.metadata = {"metric": variable.metadata.get("metric")}
+    return codec.eval()

@@ -34,6 +34,7 @@ from lic.checkpoint import warm_start
 from lic.codecs import exact as fx
 from lic.demo import SAMPLES_DIR
 from lic.imageio import load_image, tensor_to_pixels
+from tests.helpers import default_coding_quality, shipped_points
 
 THREADS = 4
 #: Subprocesses use one thread each: the tests start several at once on a small machine.
@@ -117,13 +118,14 @@ def _assert_same(got: SingleRun, expected: SingleRun, what: str) -> None:
 
 def test_threads_sharing_one_codec_code_as_one_thread_does(images, reference) -> None:
     codec = lic.load_codec(pretrained.default_checkpoint())
+    quality = default_coding_quality()  # as the reference: `lic encode` without --quality
     fx.CACHE.clear()  # the threads build the fixed-point copies, concurrently
     names = sorted(images)
     # Every thread codes every photo, twice, in its own order: the same image is coded by
     # several threads at once, and different ones are too.
     rng = random.Random(0)
     jobs = [rng.sample(names * 2, 2 * len(names)) for _ in range(THREADS)]
-    results = _together(lambda batch: [(n, _code(codec, images[n])) for n in batch], jobs)
+    results = _together(lambda batch: [(n, _code(codec, images[n], quality)) for n in batch], jobs)
     for thread, done in enumerate(results):
         assert len(done) == 2 * len(names)
         for name, got in done:
@@ -131,17 +133,22 @@ def test_threads_sharing_one_codec_code_as_one_thread_does(images, reference) ->
 
 
 def test_threads_with_their_own_codecs_code_as_one_thread_does(images) -> None:
-    qualities = [3, 3, 1, 4]  # two threads load the same weights, two others other weights
-    checkpoints = {q: pretrained.default_checkpoint(q) for q in set(qualities)}
+    # Two threads load the same weights, two others other weights (a fixed-rate default) or
+    # the same weights to code at other qualities (a variable-rate default).
+    qualities = [3, 3, 1, 4]
+    points = {p.quality: p for p in shipped_points() if p.quality in qualities}
     expected = {}
-    for quality, path in checkpoints.items():
-        codec = lic.load_codec(path)
-        expected.update({(quality, n): _code(codec, image) for n, image in images.items()})
+    for quality, point in points.items():
+        codec = lic.load_codec(point.path)
+        expected.update(
+            {(quality, n): _code(codec, image, point.coding_quality) for n, image in images.items()}
+        )
     fx.CACHE.clear()
 
     def load_and_code(jobs: list[tuple[int, str]]) -> list:
-        codec = lic.load_codec(checkpoints[jobs[0][0]])  # loaded in the thread, beside others
-        return [(job, _code(codec, images[job[1]])) for job in jobs]
+        point = points[jobs[0][0]]
+        codec = lic.load_codec(point.path)  # loaded in the thread, beside others
+        return [(job, _code(codec, images[job[1]], point.coding_quality)) for job in jobs]
 
     jobs = [[(quality, name) for name in sorted(images)] for quality in qualities]
     results = _together(load_and_code, jobs)
@@ -151,10 +158,14 @@ def test_threads_with_their_own_codecs_code_as_one_thread_does(images) -> None:
 
 
 def test_threads_sharing_a_variable_rate_codec_at_different_qualities(images, tmp_path) -> None:
-    """One variable-rate codec coding at several qualities at once (its gains are per call)."""
-    codec = warm_start(lic.create_codec("student-small-vr"), pretrained.default_checkpoint(3))
-    lic.save_codec(codec, tmp_path / "vr.ckpt", metric="mse")
-    codec = lic.load_codec(tmp_path / "vr.ckpt")
+    """One variable-rate codec coding at several qualities at once (its gains are per call):
+    the default codec if it is variable-rate, else one started from its quality-3 student."""
+    if pretrained.is_variable_rate():
+        codec = lic.load_codec(pretrained.default_checkpoint())
+    else:
+        codec = warm_start(lic.create_codec("student-small-vr"), pretrained.default_checkpoint(3))
+        lic.save_codec(codec, tmp_path / "vr.ckpt", metric="mse")
+        codec = lic.load_codec(tmp_path / "vr.ckpt")
     name = min(images)
     qualities = [1.0, 2.5, 4.7, 8.0]
     expected = {q: _code(codec, images[name], q) for q in qualities}

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import lic
-from lic import pretrained
 from lic.codecs.entropy import FIXED_POINT, FLOAT
 from lic.imageio import load_image
+from tests.helpers import RatePoint, shipped_points
 
 #: Bytes each rANS string spends on flushing the coder's state (see test_roundtrip).
 FLUSH_BYTES = 12
@@ -49,16 +49,18 @@ def kodak_crop(kodak_dir: Path) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
-@pytest.mark.parametrize("quality", [m.quality for m in pretrained.default_models()])
+@pytest.mark.parametrize("point", shipped_points(), ids=lambda p: f"quality {p.quality}")
 def test_real_bits_and_pixels_match_the_float_loop_on_shipped_weights(
-    quality: int, kodak_crop: torch.Tensor
+    point: RatePoint, kodak_crop: torch.Tensor
 ) -> None:
-    codec = lic.load_codec(pretrained.default_checkpoint(quality))
+    """At every rate point: each checkpoint of a fixed-rate default, each trained level of a
+    variable-rate one."""
+    codec = lic.load_codec(point.path)
     x = kodak_crop
     with torch.no_grad():
-        float_out = codec(x, exact=False)
-        fixed_out = codec(x, exact=True)
-        compressed = codec.compress(x)
+        float_out = codec(x, exact=False, **point.kwargs())
+        fixed_out = codec(x, exact=True, **point.kwargs())
+        compressed = codec.compress(x, **point.kwargs())
         decoded = codec.decompress(compressed)
 
     def estimate(out) -> float:
@@ -69,9 +71,18 @@ def test_real_bits_and_pixels_match_the_float_loop_on_shipped_weights(
     real_bits = 8 * sum(len(s) for s in strings)
     # The two loops' rate estimates (measured on this crop: 0.045% apart at most) ...
     assert abs(fixed_bits - float_bits) <= 0.001 * float_bits, (float_bits, fixed_bits)
-    # ... and the real code length, which adds the coder's flush and table rounding.
-    slack = 0.005 * float_bits + 8 * FLUSH_BYTES * len(strings)
-    assert abs(real_bits - float_bits) <= slack, (real_bits, float_bits)
+    # ... and the real code length, which adds the coder's flush and table rounding. Symbols
+    # at the likelihood's lower bound (far in the tails: the estimate charges each about 30
+    # bits, the coder escape-codes them in fewer) may only make the real code shorter. The
+    # fixed-rate default has none on this crop; the variable-rate one has some from quality 5
+    # on (measured: 3% of the symbols at 8, the real code then 7% below the estimate).
+    floor = codec.context.gaussian_conditional.likelihood_lower_bound.bound.item()
+    floored_bits = sum(
+        -torch.log2(lik[lik <= floor]).sum().item() for lik in float_out.likelihoods.values()
+    )
+    slack = 0.005 * (float_bits - floored_bits) + 8 * FLUSH_BYTES * len(strings)
+    difference = real_bits - float_bits
+    assert -slack - floored_bits <= difference <= slack, (real_bits, float_bits, floored_bits)
 
     float_x = float_out.x_hat.clamp(0, 1)
     assert torch.equal(decoded, fixed_out.x_hat.clamp(0, 1))

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import lic
-from lic import coding, pretrained
+from lic import coding
 from lic.demo import SAMPLES_DIR
 from lic.imageio import load_image, tensor_to_pixels
-from tests.helpers import perturbed_codec
+from tests.helpers import perturbed_codec, shipped_points
 
 pytestmark = pytest.mark.cuda
 
@@ -33,10 +33,11 @@ def photo() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def default_pair(cuda) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The default codec's quality-3 weights, once on the CPU and once on CUDA."""
-    path = pretrained.default_checkpoint(3)
-    return lic.load_codec(path), lic.load_codec(path, device=cuda)
+def default_pair(cuda) -> tuple[torch.nn.Module, torch.nn.Module, float | None]:
+    """The default codec's quality-3 weights, once on the CPU and once on CUDA, and the quality
+    to code at (None for a fixed-rate checkpoint; 3 for a variable-rate default)."""
+    point = next(p for p in shipped_points() if p.quality == 3)
+    return lic.load_codec(point.path), lic.load_codec(point.path, device=cuda), point.coding_quality
 
 
 def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -45,8 +46,8 @@ def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> int:
 
 
 def test_a_cpu_file_decodes_on_cuda_within_the_bound(default_pair, photo) -> None:
-    on_cpu, on_cuda = default_pair
-    data = coding.encode(on_cpu, photo)
+    on_cpu, on_cuda, quality = default_pair
+    data = coding.encode(on_cpu, photo, quality)
     decoded_cpu = coding.decode(on_cpu, data)
     decoded_cuda = coding.decode(on_cuda, data)
     assert decoded_cuda.is_cuda and decoded_cuda.shape == photo.shape
@@ -54,14 +55,14 @@ def test_a_cpu_file_decodes_on_cuda_within_the_bound(default_pair, photo) -> Non
 
 
 def test_a_cuda_file_decodes_on_both_devices_within_the_bound(default_pair, photo) -> None:
-    on_cpu, on_cuda = default_pair
-    data = coding.encode(on_cuda, photo)
-    assert coding.encode(on_cuda, photo) == data  # repeatable on the same device
+    on_cpu, on_cuda, quality = default_pair
+    data = coding.encode(on_cuda, photo, quality)
+    assert coding.encode(on_cuda, photo, quality) == data  # repeatable on the same device
     decoded_cuda = coding.decode(on_cuda, data)
     decoded_cpu = coding.decode(on_cpu, data)
     assert decoded_cpu.shape == decoded_cuda.shape == photo.shape
     assert _largest_difference(decoded_cuda, decoded_cpu) <= PIXEL_BOUND
-    cpu_bytes = len(coding.encode(on_cpu, photo))
+    cpu_bytes = len(coding.encode(on_cpu, photo, quality))
     assert abs(len(data) - cpu_bytes) <= 0.01 * cpu_bytes  # the same rate, if not the same bytes
 
 
@@ -71,8 +72,8 @@ def test_a_cuda_file_decodes_on_both_devices_within_the_bound(default_pair, phot
     strict=False,
 )
 def test_a_cuda_encode_gives_the_bytes_of_a_cpu_encode(default_pair, photo) -> None:
-    on_cpu, on_cuda = default_pair
-    assert coding.encode(on_cuda, photo) == coding.encode(on_cpu, photo)
+    on_cpu, on_cuda, quality = default_pair
+    assert coding.encode(on_cuda, photo, quality) == coding.encode(on_cpu, photo, quality)
 
 
 def test_decompress_reproduces_the_eval_forward_on_cuda(cuda) -> None:
