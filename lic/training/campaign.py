@@ -897,18 +897,23 @@ class RunTrainer:
     @torch.no_grad()
     def evaluate_crops(self, crops: Tensor, ema: bool = True) -> dict[str, float]:
         """RD loss, bpp and PSNR on fixed crops (eval mode: rounded latents, float32), of the EMA
-        weights or (``ema=False``) of the raw weights being trained."""
+        weights or (``ema=False``) of the raw weights being trained, and ``bpp_z``: the
+        hyper-latent's share of the bits (near 0 when the hyperprior has collapsed and the
+        codec codes without side information)."""
         codec = self.ema.module if ema else self.codec
         precision, codec.transform_autocast = codec.transform_autocast, None
         codec.eval()
-        totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
+        totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "bpp_z": 0.0}
         lmbda = codec.lmbda_at(codec.default_quality) if codec.variable_rate else None
         for index in range(crops.shape[0]):
             x = crops[index : index + 1].to(self.device)
-            terms = self.loss(codec(x, exact=False), x, lmbda)  # a variable-rate codec: middle
+            out = codec(x, exact=False)
+            terms = self.loss(out, x, lmbda)  # a variable-rate codec: its middle quality
             totals["loss"] += float(terms.loss)
             totals["bpp"] += float(terms.bpp)
             totals["mse"] += float(terms.mse)
+            z = out.likelihoods["z"].clamp_min(1e-9)
+            totals["bpp_z"] += float(-torch.log2(z).sum()) / (x.shape[-2] * x.shape[-1])
         codec.transform_autocast = precision
         n = crops.shape[0]
         mse = totals["mse"] / n
@@ -916,6 +921,7 @@ class RunTrainer:
             "loss": totals["loss"] / n,
             "bpp": totals["bpp"] / n,
             "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
+            "bpp_z": totals["bpp_z"] / n,
         }
 
     def export(self, path: Path) -> Path:

@@ -186,6 +186,8 @@ def test_slices_accumulate_and_resume(setup) -> None:
     evaluation = first["evals"][-1]
     assert {"heldout", "train_eval", "kodak", "train_running"} <= set(evaluation)
     assert evaluation["kodak"]["images"] == 2 and evaluation["kodak"]["bpp"] > 0
+    held = evaluation["heldout"]  # the hyper-latent's bits: part of the rate, watched for collapse
+    assert 0 < held["bpp_z"] < held["bpp"]
 
     second = cp.train_slice(plan, "scratch", seconds=120, max_steps=3, evaluate=False)
     assert second["step"] == 6 and second["images_seen"] == 12
