@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from lic.errors import CheckpointError, UsageError
 
@@ -201,6 +202,38 @@ def describe_qualities(directory: Path | None = None) -> str:
         ", ".join(qualities[:-1]) + f" or {qualities[-1]}" if len(qualities) > 1 else qualities[0]
     )
     return f"{listed} (1: smallest files), {default}"
+
+
+class RatePoint(NamedTuple):
+    """One rate point of the shipped default codec.
+
+    ``coding_quality`` is what :func:`lic.coding.encode` and ``codec.compress`` / ``codec(x)``
+    take for it: None for a fixed-rate checkpoint (one rate), the quality for a variable-rate one.
+    """
+
+    quality: int
+    path: Path
+    coding_quality: float | None
+    lmbda: float | None
+
+    def kwargs(self) -> dict:
+        """``quality=`` for a codec's ``forward`` / ``compress`` (nothing for a fixed rate)."""
+        return {} if self.coding_quality is None else {"quality": self.coding_quality}
+
+
+def rate_points(directory: Path | None = None) -> list[RatePoint]:
+    """The default codec's rate points, lowest rate first: each checkpoint of a
+    fixed-rate set, or each trained level (1 to L) of its one variable-rate checkpoint."""
+    models = default_models(directory)
+    if not models[0].variable_rate:
+        return [RatePoint(m.quality, m.path, None, m.lmbda) for m in models]
+    (model,) = models
+    low, high = model.quality_range
+    levels = range(int(low), int(high) + 1)
+    lmbdas = model.lmbdas or (None,) * len(levels)
+    return [
+        RatePoint(q, model.path, float(q), lmbda) for q, lmbda in zip(levels, lmbdas, strict=True)
+    ]
 
 
 def default_checkpoint(quality: float | None = None, directory: Path | None = None) -> Path:

@@ -319,25 +319,11 @@ def _quality_of(point: str) -> str:
 
 
 def rate_points() -> list[dict]:
-    """The default codec's rate points, lowest rate first: each checkpoint of a fixed-rate set,
-    or each trained level (1 to L) of a variable-rate model. Each: ``quality``, ``lmbda``,
-    ``path`` and ``coding_quality`` (what ``lic.coding.encode`` takes: None for a fixed rate)."""
+    """The default codec's rate points (:func:`lic.pretrained.rate_points`) as dicts:
+    ``quality``, ``lmbda``, ``path`` and ``coding_quality``."""
     from lic import pretrained
 
-    models = pretrained.default_models()
-    if not models[0].variable_rate:
-        return [
-            {"quality": m.quality, "lmbda": m.lmbda, "path": m.path, "coding_quality": None}
-            for m in models
-        ]
-    (model,) = models
-    low, high = model.quality_range
-    levels = list(range(int(low), int(high) + 1))
-    lmbdas = list(model.lmbdas or [None] * len(levels))
-    return [
-        {"quality": q, "lmbda": lmbda, "path": model.path, "coding_quality": float(q)}
-        for q, lmbda in zip(levels, lmbdas, strict=True)
-    ]
+    return [point._asdict() for point in pretrained.rate_points()]
 
 
 def run_lic_evaluate(images: list[Path], device: str) -> list[dict]:

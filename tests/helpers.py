@@ -3,9 +3,6 @@ default codec's rate points in either of its shapes (fixed-rate set or one varia
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import NamedTuple
-
 import torch
 
 import lic
@@ -57,36 +54,12 @@ def perturbed_codec(
     return codec
 
 
-class RatePoint(NamedTuple):
-    """One rate point of the shipped default codec.
-
-    ``coding_quality`` is what :func:`lic.coding.encode` and ``codec.compress`` / ``codec(x)``
-    take for it: None for a fixed-rate checkpoint (one rate), the quality for a variable-rate one.
-    """
-
-    quality: int
-    path: Path
-    coding_quality: float | None
-    lmbda: float | None
-
-    def kwargs(self) -> dict:
-        """``quality=`` for a codec's ``forward`` / ``compress`` (nothing for a fixed rate)."""
-        return {} if self.coding_quality is None else {"quality": self.coding_quality}
+RatePoint = pretrained.RatePoint
 
 
 def shipped_points() -> list[RatePoint]:
-    """The shipped default codec's rate points, lowest rate first: each checkpoint of a
-    fixed-rate set, or each trained level (1 to L) of its one variable-rate checkpoint."""
-    models = pretrained.default_models()
-    if not models[0].variable_rate:
-        return [RatePoint(m.quality, m.path, None, m.lmbda) for m in models]
-    (model,) = models
-    low, high = model.quality_range
-    levels = range(int(low), int(high) + 1)
-    lmbdas = model.lmbdas or (None,) * len(levels)
-    return [
-        RatePoint(q, model.path, float(q), lmbda) for q, lmbda in zip(levels, lmbdas, strict=True)
-    ]
+    """The shipped default codec's rate points (:func:`lic.pretrained.rate_points`)."""
+    return pretrained.rate_points()
 
 
 def default_coding_quality() -> float | None:
