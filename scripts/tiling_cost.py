@@ -47,13 +47,9 @@ def _near_cuts(height: int, width: int, tile: int, overlap: int) -> np.ndarray:
 def _rate_points() -> tuple[list[tuple[int, Path, float | None]], str]:
     """The default codec's rate points as ``(quality, checkpoint, quality to code at)``, lowest
     rate first (the last None for a fixed-rate checkpoint), and the points in words."""
-    models = pretrained.default_models()
-    if not models[0].variable_rate:
-        points = [(m.quality, m.path, None) for m in models]
+    points = [(p.quality, p.path, p.coding_quality) for p in pretrained.rate_points()]
+    if points[0][2] is None:
         return points, f"the default codec's {len(points)} rate points"
-    (model,) = models
-    low, high = model.quality_range
-    points = [(q, model.path, float(q)) for q in range(int(low), int(high) + 1)]
     return points, (
         f"the default codec's {len(points)} trained levels (qualities {points[0][0]} to "
         f"{points[-1][0]} of one variable-rate model)"

@@ -59,18 +59,15 @@ def _curve(
 def _default_codec() -> tuple[str, list[Path], list[float] | None, str]:
     """The shipped default codec: its curve's name, checkpoints, qualities (every trained level
     of a variable-rate default; None for a fixed-rate set) and weights fingerprint (the first)."""
-    models = pretrained.default_models()
-    if not models[0].variable_rate:
-        name = (
-            f"shipped default codec ({models[0].codec}, qualities "
-            f"{models[0].quality} to {models[-1].quality})"
-        )
-        return name, [m.path for m in models], None, models[0].fingerprint
-    (model,) = models
-    low, high = model.quality_range
-    levels = [float(q) for q in range(int(low), int(high) + 1)]
-    name = f"shipped default codec ({model.codec}, qualities {levels[0]:g} to {levels[-1]:g})"
-    return name, [model.path], levels, model.fingerprint
+    points = pretrained.rate_points()
+    model = pretrained.default_models()[0]
+    name = (
+        f"shipped default codec ({model.codec}, qualities "
+        f"{points[0].quality} to {points[-1].quality})"
+    )
+    paths = list(dict.fromkeys(p.path for p in points))  # one file for a variable-rate default
+    qualities = None if points[0].coding_quality is None else [p.coding_quality for p in points]
+    return name, paths, qualities, model.fingerprint
 
 
 def _bd(curve: dict, reference: dict) -> float | None:

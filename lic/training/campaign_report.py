@@ -94,13 +94,16 @@ def _markdown(data: dict[str, Any]) -> str:
         "EMA weights; measured for these curves only, never used to select anything.",
         "Held-out: centre crops of photos held out of the training folder; train: the same on training photos.",
         "",
-        "| run | codec | λ | steps / target | images seen | CPU core-h | GPU-h | Kodak bpp | Kodak PSNR | held-out loss | train loss | gap |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Held-out z bpp: the hyper-latent's bits per pixel (≈ 0: the hyperprior has collapsed and",
+        "the first latent slice is coded without side information; – : not measured then).",
+        "",
+        "| run | codec | λ | steps / target | images seen | CPU core-h | GPU-h | Kodak bpp | Kodak PSNR | held-out loss | train loss | gap | held-out z bpp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, run in data["runs"].items():
         if not run["evals"]:
             lines.append(
-                f"| {name} | {run['codec']} | {run['lmbda']} | {run['step']} / {run['target']} | – | – | – | – | – | – | – | not started |"
+                f"| {name} | {run['codec']} | {run['lmbda']} | {run['step']} / {run['target']} | – | – | – | – | – | – | – | not started | – |"
             )
             continue
         kodak = next((e["kodak"] for e in reversed(run["evals"]) if "kodak" in e), {})
@@ -111,11 +114,13 @@ def _markdown(data: dict[str, Any]) -> str:
             if fit["gaps"]
             else "–"
         )
+        bpp_z = last.get("heldout", {}).get("bpp_z")
         lines.append(
             f"| {name} | {run['codec']} | {run['lmbda']} | {run['step']} / {run['target']} | {run['images_seen']:,} "
             f"| {run['compute']['cpu_core_hours']:.2f} | {run['compute']['gpu_hours']:.2f} "
             f"| {kodak.get('bpp', math.nan):.3f} | {kodak.get('psnr', math.nan):.2f} "
-            f"| {last.get('heldout', {}).get('loss', math.nan):.3f} | {last.get('train_eval', {}).get('loss', math.nan):.3f} | {gap} |"
+            f"| {last.get('heldout', {}).get('loss', math.nan):.3f} | {last.get('train_eval', {}).get('loss', math.nan):.3f} | {gap} "
+            f"| {'–' if bpp_z is None else f'{bpp_z:.4f}'} |"
         )
     lines += [
         "",

@@ -297,6 +297,8 @@ def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
     table = paths[1].read_text()
     assert "| scratch | student-tiny |" in table and "not started" in table
     assert "| scratch | 2 → 4 |" in table  # what the second slice's compute bought
+    row = next(line for line in table.splitlines() if line.startswith("| scratch | student-tiny"))
+    assert row.endswith(f"| {record['evals'][-1]['heldout']['bpp_z']:.4f} |")  # z's bits shown
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
