@@ -3,6 +3,7 @@
 
     python scripts/hyperprior_probe.py [--run student-scratch] [--steps 2000] [--every 250]
         [--variant NAME:KEY=VALUE,...]... [--threads 1] [-o docs/campaign/hyperprior-probe.json]
+    python scripts/hyperprior_probe.py --history RUN [RUN ...] [-o docs/campaign/hyperprior.json]
 
 Trains the first ``--steps`` steps of a campaign run from scratch (``recipes/campaign/default.yaml``,
 the campaign's own :class:`RunTrainer` step: same data, schedule, precision, EMA) once per variant,
@@ -11,6 +12,11 @@ the base run as it is when no variant is given), and every ``--every`` steps mea
 weights on the held-out crops: bpp, PSNR, and ``bpp_z``, the hyper-latent's bits. A collapsed
 hyperprior codes z in ~0 bits: the codec then codes its first latent slice without side
 information. Prints a table and writes JSON (the state of these probe runs is thrown away).
+
+``--history`` measures instead every state of those campaign runs that git history holds (each
+commit that changed the run's ``state.json``): the raw and the EMA weights on the same held-out
+crops, and how many of the hyper-latent's channels still carry bits (more than half a bit per
+crop on average). It needs the repository's history (a full clone) and trains nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +85,87 @@ def probe(plan, spec, steps: int, every: int, threads: int) -> list[dict]:
     return rows
 
 
+def measure(codec, crops) -> dict[str, float]:
+    """Held-out bpp of y and z, PSNR, and the z channels that carry bits (eval mode, float32)."""
+    import torch
+
+    codec.eval()
+    totals = {"bpp_y": 0.0, "bpp_z": 0.0, "mse": 0.0}
+    per_channel = 0.0
+    with torch.no_grad():
+        for index in range(crops.shape[0]):
+            x = crops[index : index + 1]
+            out = codec(x, exact=False)
+            pixels = x.shape[-2] * x.shape[-1]
+            bits_z = -torch.log2(out.likelihoods["z"].clamp_min(1e-9))
+            totals["bpp_z"] += float(bits_z.sum()) / pixels
+            totals["bpp_y"] += (
+                float(-torch.log2(out.likelihoods["y"].clamp_min(1e-9)).sum()) / pixels
+            )
+            totals["mse"] += float(torch.mean((out.x_hat.clamp(0, 1) - x) ** 2))
+            per_channel = per_channel + bits_z.sum(dim=(0, 2, 3))
+    count = crops.shape[0]
+    mse = totals["mse"] / count
+    return {
+        "bpp_y": totals["bpp_y"] / count,
+        "bpp_z": totals["bpp_z"] / count,
+        "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
+        "live_z_channels": int((per_channel / count > 0.5).sum()),
+        "z_channels": int(per_channel.numel()),
+    }
+
+
+def history(plan, runs: list[str], threads: int) -> dict[str, list[dict]]:
+    """Measure every committed state of ``runs`` (see the module doc)."""
+    import torch
+
+    from lic.codecs import create_codec
+    from lic.training import campaign as cp
+
+    torch.set_num_threads(threads)
+    _, held = cp.training_split(plan)
+    crops = cp.ResidentImages(held).center_crops(plan.eval_crop, plan.eval_images)
+    results: dict[str, list[dict]] = {}
+    for run in runs:
+        plan.run(run)  # a run of the plan, or a UsageError
+        folder = f"campaign/{plan.name}/{run}"
+        commits = subprocess.run(
+            ["git", "log", "--format=%h", "--", f"{folder}/state.json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        rows = []
+        for commit in reversed(commits):
+            with tempfile.TemporaryDirectory() as tmp:
+                run_dir = Path(tmp)
+                for name in cp.STATE_FILES:
+                    shown = subprocess.run(
+                        ["git", "show", f"{commit}:{folder}/{name}"], cwd=REPO, capture_output=True
+                    )
+                    if shown.returncode == 0:
+                        (run_dir / name).write_bytes(shown.stdout)
+                record = cp.read_record(run_dir)
+                kinds = {"ema": cp.load_ema(run_dir)}
+                if not cp.is_compacted(run_dir):
+                    kinds["raw"] = cp.load_tensors(run_dir, "weights.pt", "codec")["codec"]
+                for kind, state in kinds.items():
+                    codec = create_codec(record["codec"])
+                    codec.load_state_dict(state)
+                    row = {"commit": commit, "step": record["step"], "weights": kind}
+                    row |= measure(codec, crops)
+                    rows.append(row)
+                    print(
+                        f"  {run:>16} {commit} step {row['step']:>6} {kind:>3}: y {row['bpp_y']:.4f} "
+                        f"z {row['bpp_z']:.5f} bpp, {row['psnr']:.2f} dB, live z channels "
+                        f"{row['live_z_channels']}/{row['z_channels']}",
+                        flush=True,
+                    )
+        results[run] = rows
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", default=str(REPO / "recipes" / "campaign" / "default.yaml"))
@@ -85,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--history", nargs="+", metavar="RUN", help="measure committed states")
     parser.add_argument("-o", "--output", default=None)
     args = parser.parse_args(argv)
 
@@ -92,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         plan = load_plan(args.plan, shared_dir(), Path(tempfile.gettempdir()))
+        if args.history:
+            report = {
+                "plan": Path(args.plan).name,
+                "history": history(plan, args.history, args.threads),
+            }
+            return _write(report, args.output)
         base = plan.run(args.run)
         variants = [parse_variant(v) for v in args.variant] or [("base", {})]
         specs = []
@@ -118,8 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "variants": results,
     }
-    if args.output:
-        path = Path(args.output)
+    return _write(report, args.output)
+
+
+def _write(report: dict, output: str | None) -> int:
+    if output:
+        path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {path}")
