@@ -1016,8 +1016,9 @@ def train_slice(
 ) -> dict[str, Any]:
     """Train run ``run`` for about ``seconds`` (or ``max_steps`` more steps), then save and measure.
 
-    The state is saved every ``save_every`` seconds and at the end, and on SIGTERM/SIGINT after
-    the current step. Returns the run's record.
+    The state is saved every ``save_every`` seconds, at the end of training (before measuring,
+    so that a failure or kill while measuring loses no step) and with the measurements, and on
+    SIGTERM/SIGINT after the current step. Returns the run's record.
     """
     from lic.codecs.timing import synchronize
 
@@ -1096,6 +1097,8 @@ def train_slice(
     record.pop("slices_open", None)
     if record["step"] > first_step:
         record["slices"].append(segment)
+        if evaluate:  # the steps are safe before the minute of measuring (a kill, a failure)
+            trainer.save()
         measured: dict[str, Any] = {
             "step": record["step"],
             "images_seen": record["images_seen"],

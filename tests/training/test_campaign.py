@@ -206,6 +206,22 @@ def test_slices_accumulate_and_resume(setup) -> None:
     assert third["step"] == 7  # step 6 trained on 96 px crops (the crop schedule)
 
 
+def test_the_steps_are_saved_before_measuring(setup, monkeypatch) -> None:
+    plan = _load(setup)
+
+    def fail(self, export_path):
+        raise RuntimeError("killed while measuring Kodak")
+
+    monkeypatch.setattr(cp.RunTrainer, "evaluate_kodak", fail)
+    with pytest.raises(RuntimeError, match="measuring"):
+        cp.train_slice(plan, "scratch", seconds=120, max_steps=3)
+    record = cp.read_record(plan.run_dir("scratch"))
+    assert record["step"] == 3 and [s["to_step"] for s in record["slices"]] == [3]
+    assert record["evals"] == [] and "slices_open" not in record
+    resumed = cp.train_slice(plan, "scratch", seconds=120, max_steps=1, evaluate=False)
+    assert resumed["step"] == 4
+
+
 def test_crops_larger_than_the_photos_are_refused_before_training(setup) -> None:
     plan_path, shared, state = setup
     plan_path.write_text(PLAN.replace("[[0, 64], [6, 96]]", "[[0, 64], [6, 128]]"))
