@@ -9,14 +9,13 @@ Trains the first ``--steps`` steps of a campaign run from scratch (``recipes/cam
 the campaign's own :class:`RunTrainer` step: same data, schedule, precision, EMA) once per variant,
 each a set of :class:`RunSpec` overrides (``lr=5e-4``, ``precision=fp32``, ``warmup=2000``, ...;
 the base run as it is when no variant is given), and every ``--every`` steps measures the raw
-weights on the held-out crops: bpp, PSNR, and ``bpp_z``, the hyper-latent's bits. A collapsed
-hyperprior codes z in ~0 bits: the codec then codes its first latent slice without side
-information. Prints a table and writes JSON (the state of these probe runs is thrown away).
+weights on the held-out crops as the campaign does (:func:`lic.training.campaign.measure_crops`):
+bpp, PSNR, ``bpp_z`` (the hyper-latent's bits) and its live channels. A collapsed hyperprior
+codes z in ~0 bits: the codec then codes its first latent slice without side information. Prints a table and writes JSON (the state of these probe runs is thrown away).
 
 ``--history`` measures instead every state of those campaign runs that git history holds (each
 commit that changed the run's ``state.json``): the raw and the EMA weights on the same held-out
-crops, and how many of the hyper-latent's channels still carry bits (more than half a bit per
-crop on average). It needs the repository's history (a full clone) and trains nothing.
+crops. It needs the repository's history (a full clone) and trains nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -79,40 +77,10 @@ def probe(plan, spec, steps: int, every: int, threads: int) -> list[dict]:
                 running = []
                 print(
                     f"  {spec.name:>14} step {step:>6}: held-out {row['bpp']:.3f} bpp "
-                    f"(z {row['bpp_z']:.4f}) {row['psnr']:.2f} dB",
+                    f"(z {row['bpp_z']:.4f}, {row['live_z_channels']} live channels) {row['psnr']:.2f} dB",
                     flush=True,
                 )
     return rows
-
-
-def measure(codec, crops) -> dict[str, float]:
-    """Held-out bpp of y and z, PSNR, and the z channels that carry bits (eval mode, float32)."""
-    import torch
-
-    codec.eval()
-    totals = {"bpp_y": 0.0, "bpp_z": 0.0, "mse": 0.0}
-    per_channel = 0.0
-    with torch.no_grad():
-        for index in range(crops.shape[0]):
-            x = crops[index : index + 1]
-            out = codec(x, exact=False)
-            pixels = x.shape[-2] * x.shape[-1]
-            bits_z = -torch.log2(out.likelihoods["z"].clamp_min(1e-9))
-            totals["bpp_z"] += float(bits_z.sum()) / pixels
-            totals["bpp_y"] += (
-                float(-torch.log2(out.likelihoods["y"].clamp_min(1e-9)).sum()) / pixels
-            )
-            totals["mse"] += float(torch.mean((out.x_hat.clamp(0, 1) - x) ** 2))
-            per_channel = per_channel + bits_z.sum(dim=(0, 2, 3))
-    count = crops.shape[0]
-    mse = totals["mse"] / count
-    return {
-        "bpp_y": totals["bpp_y"] / count,
-        "bpp_z": totals["bpp_z"] / count,
-        "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
-        "live_z_channels": int((per_channel / count > 0.5).sum()),
-        "z_channels": int(per_channel.numel()),
-    }
 
 
 def history(plan, runs: list[str], threads: int) -> dict[str, list[dict]]:
@@ -121,6 +89,7 @@ def history(plan, runs: list[str], threads: int) -> dict[str, list[dict]]:
 
     from lic.codecs import create_codec
     from lic.training import campaign as cp
+    from lic.training.losses import RateDistortionLoss
 
     torch.set_num_threads(threads)
     _, held = cp.training_split(plan)
@@ -154,11 +123,12 @@ def history(plan, runs: list[str], threads: int) -> dict[str, list[dict]]:
                     codec = create_codec(record["codec"])
                     codec.load_state_dict(state)
                     row = {"commit": commit, "step": record["step"], "weights": kind}
-                    row |= measure(codec, crops)
+                    row |= cp.measure_crops(codec, crops, RateDistortionLoss(record["lmbda"]))
+                    row["z_channels"] = codec.entropy_bottleneck.channels
                     rows.append(row)
                     print(
-                        f"  {run:>16} {commit} step {row['step']:>6} {kind:>3}: y {row['bpp_y']:.4f} "
-                        f"z {row['bpp_z']:.5f} bpp, {row['psnr']:.2f} dB, live z channels "
+                        f"  {run:>16} {commit} step {row['step']:>6} {kind:>3}: {row['bpp']:.4f} bpp "
+                        f"(z {row['bpp_z']:.5f}), {row['psnr']:.2f} dB, live z channels "
                         f"{row['live_z_channels']}/{row['z_channels']}",
                         flush=True,
                     )

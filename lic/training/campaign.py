@@ -723,6 +723,45 @@ class _Stop:
         signal.signal(signal.SIGINT, handler)
 
 
+#: A hyper-latent channel is *live* when it costs more than this many bits per crop on average.
+LIVE_Z_BITS = 0.5
+
+
+@torch.no_grad()
+def measure_crops(
+    codec: nn.Module, crops: Tensor, loss: nn.Module, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """RD loss, bpp and PSNR of ``codec`` on fixed crops, one at a time in eval mode (rounded
+    latents), and the hyperprior's health: ``bpp_z``, the hyper-latent's bits per pixel, and
+    ``live_z_channels``, how many of its channels carry bits (:data:`LIVE_Z_BITS`). Both near 0
+    mean the hyperprior has collapsed: the first latent slice is coded without side information.
+    A variable-rate codec is measured at its middle quality (``loss`` at that quality's λ).
+    """
+    codec.eval()
+    totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "bpp_z": 0.0}
+    z_bits: Tensor | float = 0.0
+    lmbda = codec.lmbda_at(codec.default_quality) if codec.variable_rate else None
+    for index in range(crops.shape[0]):
+        x = crops[index : index + 1].to(device)
+        out = codec(x, exact=False)
+        terms = loss(out, x, lmbda)
+        totals["loss"] += float(terms.loss)
+        totals["bpp"] += float(terms.bpp)
+        totals["mse"] += float(terms.mse)
+        bits = -torch.log2(out.likelihoods["z"].clamp_min(1e-9))
+        totals["bpp_z"] += float(bits.sum()) / (x.shape[-2] * x.shape[-1])
+        z_bits = z_bits + bits.sum(dim=(0, 2, 3))
+    n = crops.shape[0]
+    mse = totals["mse"] / n
+    return {
+        "loss": totals["loss"] / n,
+        "bpp": totals["bpp"] / n,
+        "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
+        "bpp_z": totals["bpp_z"] / n,
+        "live_z_channels": int((z_bits / n > LIVE_Z_BITS).sum()),
+    }
+
+
 class RunTrainer:
     """Loads one run's state, trains it, measures it and saves it.
 
@@ -894,35 +933,15 @@ class RunTrainer:
 
     # -- measuring ------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate_crops(self, crops: Tensor, ema: bool = True) -> dict[str, float]:
-        """RD loss, bpp and PSNR on fixed crops (eval mode: rounded latents, float32), of the EMA
-        weights or (``ema=False``) of the raw weights being trained, and ``bpp_z``: the
-        hyper-latent's share of the bits (near 0 when the hyperprior has collapsed and the
-        codec codes without side information)."""
+        """:func:`measure_crops` of the EMA weights or (``ema=False``) of the raw weights being
+        trained (eval mode, float32; a variable-rate codec at its middle quality)."""
         codec = self.ema.module if ema else self.codec
         precision, codec.transform_autocast = codec.transform_autocast, None
-        codec.eval()
-        totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "bpp_z": 0.0}
-        lmbda = codec.lmbda_at(codec.default_quality) if codec.variable_rate else None
-        for index in range(crops.shape[0]):
-            x = crops[index : index + 1].to(self.device)
-            out = codec(x, exact=False)
-            terms = self.loss(out, x, lmbda)  # a variable-rate codec: its middle quality
-            totals["loss"] += float(terms.loss)
-            totals["bpp"] += float(terms.bpp)
-            totals["mse"] += float(terms.mse)
-            z = out.likelihoods["z"].clamp_min(1e-9)
-            totals["bpp_z"] += float(-torch.log2(z).sum()) / (x.shape[-2] * x.shape[-1])
-        codec.transform_autocast = precision
-        n = crops.shape[0]
-        mse = totals["mse"] / n
-        return {
-            "loss": totals["loss"] / n,
-            "bpp": totals["bpp"] / n,
-            "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
-            "bpp_z": totals["bpp_z"] / n,
-        }
+        try:
+            return measure_crops(codec, crops, self.loss, self.device)
+        finally:
+            codec.transform_autocast = precision
 
     def export(self, path: Path) -> Path:
         """Write the EMA weights as a codec checkpoint (coding tables updated), for lic encode."""
