@@ -13,7 +13,9 @@ each slice is a worker process that loads the state, trains, saves every ``--sav
 the end, and measures the run (held-out and training crops, Kodak through real bitstreams). On CPU
 ``--jobs`` runs (default: one per core) go side by side with ``--cores / running`` threads each (a run
 alone gets every core); on CUDA every runnable run shares the GPU. SIGTERM or Ctrl-C ends the slices after their
-current step, with state saved.
+current step, with state saved. A run that has not started waits while its state would take the
+tracked campaign state past ``--state-budget-mb`` (40 MB, the issue's budget): finished runs
+that the plan keeps as their EMA or record alone make room.
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ def _stamp() -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from lic.training.campaign import compact_finished, run_progress, runnable
+    from lic.training.campaign import (
+        STATE_BUDGET_BYTES,
+        compact_finished,
+        expected_state_bytes,
+        run_progress,
+        runnable,
+        state_bytes,
+    )
 
     plan = _plan(args)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -67,8 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--only: the plan has no run {min(unknown)!r}")
     jobs = args.jobs or (8 if args.device == "cuda" else cores)
-    for name in compact_finished(plan):
-        print(f"[{_stamp()}] {name}: finished, kept as its EMA weights alone (keep: ema)")
+    for name, kept in compact_finished(plan):
+        print(f"[{_stamp()}] {name}: finished, kept as {kept} alone")
+    budget_bytes = (
+        STATE_BUDGET_BYTES if args.state_budget_mb is None else int(args.state_budget_mb * 10**6)
+    )
+    over_budget: set[str] = set()
     log_dir = plan.work_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
@@ -112,6 +125,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not running and not waiting:
             break
         free = jobs - len(running)
+        if waiting and free > 0:
+            used = state_bytes(plan) + sum(  # what the running runs will hold once saved
+                max(0, expected_state_bytes(plan.run(name)) - state_bytes(plan, name))
+                for name in running
+                if progress[name] == 0
+            )
+            fits = []
+            for spec in waiting:
+                if progress[spec.name] == 0 and not plan.run_dir(spec.name).exists():
+                    needed = expected_state_bytes(spec)
+                    if used + needed > budget_bytes:
+                        if spec.name not in over_budget:
+                            over_budget.add(spec.name)
+                            print(
+                                f"[{_stamp()}] {spec.name}: waits: its state (~{needed / 1e6:.1f} "
+                                f"MB) would take the campaign state past {budget_bytes / 1e6:g} MB "
+                                f"(now {used / 1e6:.1f} MB)",
+                                flush=True,
+                            )
+                        continue
+                    used += needed
+                fits.append(spec)
+            waiting = fits
+            if not running and not waiting:
+                break
         for spec in waiting[:free]:
             share = max(1, min(jobs, len(running) + len(waiting)))
             threads = max(1, cores // share) if args.device == "cpu" else 1
@@ -368,6 +406,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", metavar="RUN", help="continue only these runs (default: every one)"
     )
     run.add_argument("--slice-minutes", type=float, default=20.0, help="longest slice of one run")
+    run.add_argument(
+        "--state-budget-mb",
+        type=float,
+        default=None,
+        help="do not start a run whose state would take the tracked campaign state past this "
+        "(default: 40, lic.training.campaign.STATE_BUDGET_BYTES)",
+    )
     run.add_argument(
         "--min-slice-minutes", type=float, default=1.0, help="do not start a shorter slice"
     )

@@ -115,6 +115,8 @@ def history(plan, runs: list[str], threads: int) -> dict[str, list[dict]]:
                     )
                     if shown.returncode == 0:
                         (run_dir / name).write_bytes(shown.stdout)
+                if not (run_dir / "ema.pt").exists():
+                    continue  # kept as its record alone from this commit on (keep: record)
                 record = cp.read_record(run_dir)
                 kinds = {"ema": cp.load_ema(run_dir)}
                 if not cp.is_compacted(run_dir):

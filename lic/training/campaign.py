@@ -22,7 +22,14 @@ State (``campaign/<plan>/<run>/``, tracked in git, so a fresh clone continues it
 A run with ``keep: ema`` keeps less once it reaches its target: only ``ema.pt``, holding the
 EMA weights in float16 (float32 where float16 would round a tensor by more than 2^-10), beside
 ``state.json``. That is all that evaluating it, exporting it and starting other runs from it
-need, at a quarter of the bytes; the price is that its target cannot be raised later.
+need, at a quarter of the bytes; the price is that its target cannot be raised later. A run with
+``keep: record`` keeps only ``state.json`` once its finished EMA weights are committed: its
+curves stay in the tree, and its weights are read back from git history when something needs
+them (:func:`load_ema`).
+
+The tracked state has a budget (:data:`STATE_BUDGET_BYTES`): the campaign does not start a run
+whose state would take the total past it (:func:`state_bytes`, :func:`expected_state_bytes`);
+the run waits until finished runs make room.
 
 A save writes the new state into a sibling folder and swaps it in with two renames; a run
 killed at any moment leaves the previous state or the new one (``load`` repairs a swap that
@@ -55,6 +62,7 @@ import platform
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +82,10 @@ log = logging.getLogger(__name__)
 #: Largest state file: a GPU command returns files of at most 16 MiB.
 MAX_FILE_BYTES = 16 * 2**20
 STATE_FILES = ("weights.pt", "ema.pt", "optim.pt", "state.json")
+#: The campaign state's budget in the repository (the training-campaign issue: 40 MB tracked).
+STATE_BUDGET_BYTES = 40 * 10**6
+#: What :func:`compact_finished` keeps of a finished run, per ``keep``.
+KEEP = ("all", "ema", "record")
 #: What a run's ``state.json`` holds (:func:`new_record`), and its ``compute`` entry.
 RECORD_KEYS = ("run", "codec", "lmbda", "step", "images_seen", "compute", "slices", "evals")
 COMPUTE_KEYS = ("cpu_core_hours", "gpu_hours")
@@ -111,7 +123,9 @@ class RunSpec:
         after: ``{run: steps}``: start only when those runs have reached those steps.
         clip_max_norm: gradient-norm clip of the main parameters.
         keep: ``all`` (default): the state to continue; ``ema``: once the run reaches
-            ``steps``, only its EMA weights (see the module doc), for runs that end there.
+            ``steps``, only its EMA weights (see the module doc), for runs that end there;
+            ``record``: once its finished weights are committed, only ``state.json`` (the
+            weights stay in git history), for runs whose results are recorded.
     """
 
     name: str
@@ -224,8 +238,10 @@ def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Pl
             raise UsageError(
                 f"{path}: run {name!r} distils from {spec.teacher!r} but declares no phases"
             )
-        if spec.keep not in ("all", "ema"):
-            raise UsageError(f"{path}: run {name!r}: keep must be all or ema, not {spec.keep!r}")
+        if spec.keep not in KEEP:
+            raise UsageError(
+                f"{path}: run {name!r}: keep must be one of {', '.join(KEEP)}, not {spec.keep!r}"
+            )
         runs.append(spec)
     names = {r.name for r in runs}
     for spec in runs:
@@ -571,12 +587,66 @@ def is_compacted(run_dir: Path) -> bool:
     return not (run_dir / "weights.pt").exists() and (run_dir / "ema.pt").exists()
 
 
+def is_record_only(run_dir: Path) -> bool:
+    """Whether the run was kept as its record alone (``keep: record``): its weights are in git."""
+    return (run_dir / "state.json").exists() and not any(
+        (run_dir / name).exists() for name in ("ema.pt", "weights.pt")
+    )
+
+
+def _git(run_dir: Path, *args: str, text: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["git", "-C", str(run_dir), *args], capture_output=True, text=text, check=False
+    )
+
+
+def is_committed(run_dir: Path) -> bool:
+    """Whether the run's files are tracked by git and unchanged since the last commit."""
+    tracked = _git(run_dir, "ls-files", "--", ".")
+    status = _git(run_dir, "status", "--porcelain", "--", ".")
+    if tracked.returncode or status.returncode:
+        return False  # not in a git work tree, or no git
+    names = {Path(line).name for line in tracked.stdout.split()}
+    return {"state.json", "ema.pt"} <= names and not status.stdout.strip()
+
+
+def _restore_from_history(run_dir: Path, into: Path) -> None:
+    """Write into ``into`` the run's files as the last commit that still held its weights.
+
+    Raises:
+        CheckpointError: no git history with them, or they are not the record's final step.
+    """
+    missing = (
+        f"run {run_dir.name!r} is kept as its record alone (keep: record), and its weights are "
+        "not in this checkout's git history"
+    )
+    dropped = _git(run_dir, "rev-list", "-1", "HEAD", "--", "ema.pt")
+    commit = dropped.stdout.strip()
+    if dropped.returncode or not commit:
+        raise CheckpointError(f"{missing} (a full clone of the repository has them)")
+    prefix = _git(run_dir, "rev-parse", "--show-prefix").stdout.strip()
+    for name in STATE_FILES:
+        shown = _git(run_dir, "show", f"{commit}^:{prefix}{name}", text=False)
+        if shown.returncode == 0:
+            (into / name).write_bytes(shown.stdout)
+    restored, record = read_record(into), read_record(run_dir)
+    if restored is None or not (into / "ema.pt").exists() or restored["step"] != record["step"]:
+        raise CheckpointError(f"{missing} at its final step {record['step']} (commit {commit}^)")
+
+
 def load_ema(run_dir: Path) -> dict[str, Tensor]:
     """The run's EMA weights (float32 state dict), rebuilt from ``ema.pt`` and ``weights.pt``.
 
     ``ema.pt`` of the first campaign format, a full float32 state dict, loads as it is; that of
-    a finished ``keep: ema`` run holds the weights alone.
+    a finished ``keep: ema`` run holds the weights alone; a ``keep: record`` run's come from
+    the last commit that held them (checked to be its final step).
     """
+    if is_record_only(run_dir):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            _restore_from_history(run_dir, Path(tmp))
+            return load_ema(Path(tmp))
     payload = load_tensors(run_dir, "ema.pt")
     if payload.get("format") == FINAL_FORMAT:
         payload = load_tensors(run_dir, "ema.pt", "weights")
@@ -589,25 +659,49 @@ def load_ema(run_dir: Path) -> dict[str, Tensor]:
     return {k: ema.get(k, payload["exact"].get(k)) for k in weights}
 
 
-def compact_finished(plan: Plan) -> list[str]:
-    """Keep finished ``keep: ema`` runs as their EMA weights alone; returns the runs compacted.
+def compact_finished(plan: Plan) -> list[tuple[str, str]]:
+    """Keep finished runs as their plan's ``keep`` says; returns ``(run, what was kept)``.
 
-    A run that reached its target before the plan gave it ``keep: ema`` still holds what
-    continuing needs (weights, EMA, optimizer); this writes what :meth:`RunTrainer.save` writes
-    for such a run when it finishes, through :func:`save_state`.
+    A finished ``keep: ema`` or ``keep: record`` run that still holds what continuing needs
+    (weights, EMA, optimizer: it reached its target before the plan said so) is first kept as
+    its EMA weights alone, what :meth:`RunTrainer.save` writes for it when it finishes. A
+    ``keep: record`` run whose EMA weights are committed (:func:`is_committed`) is then kept as
+    its ``state.json`` alone; until they are, it keeps them (they would be lost otherwise).
+    All through :func:`save_state`.
     """
-    compacted = []
+    done = []
     for spec in plan.runs:
         run_dir = plan.run_dir(spec.name)
-        if spec.keep != "ema" or not run_dir.is_dir():
+        if spec.keep == "all" or not run_dir.is_dir():
             continue
         _repair(run_dir)
         record = read_record(run_dir)
-        if record is None or record["step"] < spec.steps or is_compacted(run_dir):
+        if record is None or record["step"] < spec.steps or is_record_only(run_dir):
             continue
-        save_state(run_dir, {"ema.pt": _final_payload(load_ema(run_dir))}, record)
-        compacted.append(spec.name)
-    return compacted
+        if not is_compacted(run_dir):
+            save_state(run_dir, {"ema.pt": _final_payload(load_ema(run_dir))}, record)
+            done.append((spec.name, "its EMA weights"))
+        elif spec.keep == "record" and is_committed(run_dir):
+            save_state(run_dir, {}, record)
+            done.append((spec.name, "its record (the weights are in git history)"))
+    return done
+
+
+def state_bytes(plan: Plan, run: str | None = None) -> int:
+    """Bytes of the plan's campaign state on disk (what the repository tracks), or of one run's."""
+    folder = plan.state_dir / plan.name if run is None else plan.run_dir(run)
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def expected_state_bytes(spec: RunSpec) -> int:
+    """Bytes a run's state takes while it trains: per parameter, 4 (float32 weights) + 2 (the
+    EMA's bf16 difference) + 2 (Adam's bf16 second moments), 3% for buffers and the record
+    (measured: 7.48 MB for ``student-small``, 13.2 MB for ``teacher-small``), and 10% more for
+    the FEDS adapters."""
+    from lic.codecs import create_codec
+
+    parameters = sum(p.numel() for p in create_codec(spec.codec).parameters())
+    return int(parameters * 8 * 1.03 * (1.1 if spec.teacher else 1.0))
 
 
 def export_run(plan: Plan, run: str, path: Path) -> Path:
@@ -800,10 +894,11 @@ class RunTrainer:
         self.schedule = None
         if spec.teacher:
             self._setup_distillation()
-        if self.record["step"] > 0 and is_compacted(self.run_dir):
+        kept = "EMA weights" if is_compacted(self.run_dir) else "record"
+        if self.record["step"] > 0 and (kept == "EMA weights" or is_record_only(self.run_dir)):
             raise UsageError(
-                f"run {spec.name!r} was kept as its EMA weights alone when it reached its "
-                f"target (keep: ema): it cannot continue to {spec.steps} steps"
+                f"run {spec.name!r} was kept as its {kept} alone when it reached its target "
+                f"(keep: {spec.keep}): it cannot continue to {spec.steps} steps"
             )
         if self.record["step"] > 0:
             source = self.run_dir / "weights.pt"
@@ -995,7 +1090,7 @@ class RunTrainer:
     # -- saving ---------------------------------------------------------------------------
 
     def save(self) -> None:
-        if self.spec.keep == "ema" and self.record["step"] >= self.spec.steps:
+        if self.spec.keep != "all" and self.record["step"] >= self.spec.steps:
             final = {"ema.pt": _final_payload(_float_state(self.ema.module))}
             save_state(self.run_dir, final, self.record)
             return
@@ -1163,10 +1258,13 @@ def iter_records(plan: Plan) -> Iterator[tuple[RunSpec, dict[str, Any] | None]]:
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "STATE_BUDGET_BYTES",
     "Plan",
     "ResidentImages",
     "RunSpec",
     "RunTrainer",
+    "compact_finished",
+    "expected_state_bytes",
     "export_run",
     "iter_records",
     "load_ema",
@@ -1174,6 +1272,7 @@ __all__ = [
     "run_progress",
     "runnable",
     "split_holdout",
+    "state_bytes",
     "train_slice",
     "training_split",
 ]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lic.checkpoint import load_codec
-from lic.errors import UsageError
+from lic.errors import CheckpointError, UsageError
 from lic.training import campaign as cp
 from lic.training.campaign_report import overfitting, write_report
 
@@ -57,6 +57,15 @@ runs:
       - {name: feature, steps: 2, feature_weight: 1.0}
       - {name: channel, steps: 1, weights: {channel: 1.0, cwd: 0.5}}
       - {name: finetune, steps: 1}
+"""
+
+
+RECORD_RUN = """
+  done:
+    codec: student-tiny
+    steps: 2
+    crops: [[0, 64]]
+    keep: record
 """
 
 
@@ -530,7 +539,7 @@ def test_a_finished_keep_ema_run_holds_its_ema_weights_alone(setup) -> None:
     assert cp.compact_finished(full) == []  # keep: all
     plan_path.write_text(PLAN + runs)
     plan = cp.load_plan(plan_path, shared, state)
-    assert cp.compact_finished(plan) == ["fixed"] and cp.is_compacted(late)
+    assert cp.compact_finished(plan) == [("fixed", "its EMA weights")] and cp.is_compacted(late)
     assert cp.read_record(late)["step"] == 2 and cp.compact_finished(plan) == []
     for key, value in cp.load_ema(late).items():
         if value.is_floating_point() and value.numel():
@@ -541,6 +550,79 @@ def test_a_finished_keep_ema_run_holds_its_ema_weights_alone(setup) -> None:
     raised = cp.load_plan(plan_path, shared, state)
     with pytest.raises(UsageError, match="EMA weights alone"):
         cp.train_slice(raised, "fixed", seconds=120, evaluate=False)
+
+
+def _git(folder: Path, *args: str) -> None:
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.org",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.org",
+    )
+    subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, env=env)
+
+
+def test_a_keep_record_run_holds_its_record_alone_once_its_weights_are_committed(setup) -> None:
+    plan_path, shared, state = setup
+    plan_path.write_text(PLAN + RECORD_RUN)
+    plan = cp.load_plan(plan_path, shared, state)
+    run_dir = plan.run_dir("done")
+    cp.train_slice(plan, "done", seconds=120, evaluate=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["ema.pt", "state.json"]  # as keep: ema
+    ema = cp.load_ema(run_dir)
+    # not in git: the weights would be lost, so they are kept
+    assert cp.compact_finished(plan) == [] and not cp.is_record_only(run_dir)
+    _git(state, "init", "-q")
+    _git(state, "add", "-A")
+    _git(state, "commit", "-qm", "state")
+    (run_dir / "state.json").write_text((run_dir / "state.json").read_text() + " ")
+    assert cp.compact_finished(plan) == []  # changed since the commit: kept
+    _git(state, "checkout", "--", ".")
+    assert cp.compact_finished(plan) == [("done", "its record (the weights are in git history)")]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["state.json"]
+    assert cp.is_record_only(run_dir) and cp.read_record(run_dir)["step"] == 2
+    _git(state, "add", "-A")
+    _git(state, "commit", "-qm", "record only")
+    # its weights come back from history: the same EMA, and an export of them
+    for key, value in cp.load_ema(run_dir).items():
+        assert torch.equal(value, ema[key])
+    exported = load_codec(cp.export_run(plan, "done", state.parent / "done.ckpt"))
+    assert exported.metadata["steps"] == 2
+    with pytest.raises(UsageError, match="record alone"):  # its target cannot be raised
+        plan_path.write_text(PLAN + RECORD_RUN.replace("steps: 2", "steps: 3"))
+        cp.train_slice(cp.load_plan(plan_path, shared, state), "done", seconds=120)
+    shutil.rmtree(state / ".git")  # a checkout without the history: one clear line
+    with pytest.raises(CheckpointError, match="not in this checkout's git history"):
+        cp.load_ema(run_dir)
+
+
+def test_a_run_waits_while_its_state_would_break_the_budget(setup) -> None:
+    plan = _load(setup)
+    teacher, scratch = (cp.expected_state_bytes(plan.run(n)) for n in ("teacher", "scratch"))
+    assert 0 < scratch < teacher  # per parameter: float32 weights, bf16 EMA delta and Adam
+    room = (teacher + scratch // 2) / 1e6  # the teacher fits, then the scratch student does not
+    process = _script(
+        setup,
+        "run",
+        "--minutes",
+        "0.5",
+        "--margin",
+        "0",
+        "--poll",
+        "0.2",
+        "--min-slice-minutes",
+        "0.05",
+        "--state-budget-mb",
+        f"{room:.6f}",
+    )
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err
+    progress = cp.run_progress(plan)
+    assert progress["teacher"] == 3 and progress["scratch"] == 0
+    assert not plan.run_dir("scratch").exists()
+    assert "scratch: waits: its state" in out and "past" in out
+    assert cp.state_bytes(plan) <= room * 1e6
 
 
 def test_final_payload_keeps_float32_where_float16_would_round_too_much() -> None:
