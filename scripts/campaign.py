@@ -77,7 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--only: the plan has no run {min(unknown)!r}")
     jobs = args.jobs or (8 if args.device == "cuda" else cores)
     for name, kept in compact_finished(plan):
-        print(f"[{_stamp()}] {name}: finished, kept as {kept} alone")
+        where = " (its weights stay in git history)" if kept == "record" else ""
+        print(f"[{_stamp()}] {name}: finished, kept as its {kept} alone{where}")
     budget_bytes = (
         STATE_BUDGET_BYTES if args.state_budget_mb is None else int(args.state_budget_mb * 10**6)
     )

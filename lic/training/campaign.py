@@ -620,18 +620,21 @@ def _restore_from_history(run_dir: Path, into: Path) -> None:
         f"run {run_dir.name!r} is kept as its record alone (keep: record), and its weights are "
         "not in this checkout's git history"
     )
-    dropped = _git(run_dir, "rev-list", "-1", "HEAD", "--", "ema.pt")
-    commit = dropped.stdout.strip()
-    if dropped.returncode or not commit:
-        raise CheckpointError(f"{missing} (a full clone of the repository has them)")
     prefix = _git(run_dir, "rev-parse", "--show-prefix").stdout.strip()
+    if _git(run_dir, "cat-file", "-e", f"HEAD:{prefix}ema.pt").returncode == 0:
+        commit = "HEAD"  # dropped since the last commit
+    else:  # the parent of the commit that dropped them
+        dropped = _git(run_dir, "rev-list", "-1", "HEAD", "--", "ema.pt")
+        if dropped.returncode or not dropped.stdout.strip():
+            raise CheckpointError(f"{missing} (a full clone of the repository has them)")
+        commit = dropped.stdout.strip() + "^"
     for name in STATE_FILES:
-        shown = _git(run_dir, "show", f"{commit}^:{prefix}{name}", text=False)
+        shown = _git(run_dir, "show", f"{commit}:{prefix}{name}", text=False)
         if shown.returncode == 0:
             (into / name).write_bytes(shown.stdout)
     restored, record = read_record(into), read_record(run_dir)
     if restored is None or not (into / "ema.pt").exists() or restored["step"] != record["step"]:
-        raise CheckpointError(f"{missing} at its final step {record['step']} (commit {commit}^)")
+        raise CheckpointError(f"{missing} at its final step {record['step']} (commit {commit})")
 
 
 def load_ema(run_dir: Path) -> dict[str, Tensor]:
@@ -660,7 +663,8 @@ def load_ema(run_dir: Path) -> dict[str, Tensor]:
 
 
 def compact_finished(plan: Plan) -> list[tuple[str, str]]:
-    """Keep finished runs as their plan's ``keep`` says; returns ``(run, what was kept)``.
+    """Keep finished runs as their plan's ``keep`` says; returns ``(run, what was kept)``, what
+    being ``"EMA weights"`` or ``"record"``.
 
     A finished ``keep: ema`` or ``keep: record`` run that still holds what continuing needs
     (weights, EMA, optimizer: it reached its target before the plan said so) is first kept as
@@ -680,10 +684,10 @@ def compact_finished(plan: Plan) -> list[tuple[str, str]]:
             continue
         if not is_compacted(run_dir):
             save_state(run_dir, {"ema.pt": _final_payload(load_ema(run_dir))}, record)
-            done.append((spec.name, "its EMA weights"))
+            done.append((spec.name, "EMA weights"))
         elif spec.keep == "record" and is_committed(run_dir):
             save_state(run_dir, {}, record)
-            done.append((spec.name, "its record (the weights are in git history)"))
+            done.append((spec.name, "record"))
     return done
 
 

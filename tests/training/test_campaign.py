@@ -539,7 +539,7 @@ def test_a_finished_keep_ema_run_holds_its_ema_weights_alone(setup) -> None:
     assert cp.compact_finished(full) == []  # keep: all
     plan_path.write_text(PLAN + runs)
     plan = cp.load_plan(plan_path, shared, state)
-    assert cp.compact_finished(plan) == [("fixed", "its EMA weights")] and cp.is_compacted(late)
+    assert cp.compact_finished(plan) == [("fixed", "EMA weights")] and cp.is_compacted(late)
     assert cp.read_record(late)["step"] == 2 and cp.compact_finished(plan) == []
     for key, value in cp.load_ema(late).items():
         if value.is_floating_point() and value.numel():
@@ -579,12 +579,14 @@ def test_a_keep_record_run_holds_its_record_alone_once_its_weights_are_committed
     (run_dir / "state.json").write_text((run_dir / "state.json").read_text() + " ")
     assert cp.compact_finished(plan) == []  # changed since the commit: kept
     _git(state, "checkout", "--", ".")
-    assert cp.compact_finished(plan) == [("done", "its record (the weights are in git history)")]
+    assert cp.compact_finished(plan) == [("done", "record")]
     assert sorted(p.name for p in run_dir.iterdir()) == ["state.json"]
     assert cp.is_record_only(run_dir) and cp.read_record(run_dir)["step"] == 2
+    # its weights come back from history, before and after the drop is committed
+    for key, value in cp.load_ema(run_dir).items():
+        assert torch.equal(value, ema[key])
     _git(state, "add", "-A")
     _git(state, "commit", "-qm", "record only")
-    # its weights come back from history: the same EMA, and an export of them
     for key, value in cp.load_ema(run_dir).items():
         assert torch.equal(value, ema[key])
     exported = load_codec(cp.export_run(plan, "done", state.parent / "done.ckpt"))
