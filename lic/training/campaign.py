@@ -63,6 +63,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -645,8 +646,6 @@ def load_ema(run_dir: Path) -> dict[str, Tensor]:
     the last commit that held them (checked to be its final step).
     """
     if is_record_only(run_dir):
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             _restore_from_history(run_dir, Path(tmp))
             return load_ema(Path(tmp))
