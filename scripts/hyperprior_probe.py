@@ -109,12 +109,7 @@ def history(plan, runs: list[str], threads: int) -> dict[str, list[dict]]:
         for commit in reversed(commits):
             with tempfile.TemporaryDirectory() as tmp:
                 run_dir = Path(tmp)
-                for name in cp.STATE_FILES:
-                    shown = subprocess.run(
-                        ["git", "show", f"{commit}:{folder}/{name}"], cwd=REPO, capture_output=True
-                    )
-                    if shown.returncode == 0:
-                        (run_dir / name).write_bytes(shown.stdout)
+                cp.state_at(REPO / folder, commit, run_dir)
                 if not (run_dir / "ema.pt").exists():
                     continue  # kept as its record alone from this commit on (keep: record)
                 record = cp.read_record(run_dir)

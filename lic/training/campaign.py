@@ -611,6 +611,15 @@ def is_committed(run_dir: Path) -> bool:
     return {"state.json", "ema.pt"} <= names and not status.stdout.strip()
 
 
+def state_at(run_dir: Path, commit: str, into: Path) -> None:
+    """Write into ``into`` the run's state files as ``commit`` of its git history held them."""
+    prefix = _git(run_dir, "rev-parse", "--show-prefix").stdout.strip()
+    for name in STATE_FILES:
+        shown = _git(run_dir, "show", f"{commit}:{prefix}{name}", text=False)
+        if shown.returncode == 0:
+            (into / name).write_bytes(shown.stdout)
+
+
 def _restore_from_history(run_dir: Path, into: Path) -> None:
     """Write into ``into`` the run's files as the last commit that still held its weights.
 
@@ -629,10 +638,7 @@ def _restore_from_history(run_dir: Path, into: Path) -> None:
         if dropped.returncode or not dropped.stdout.strip():
             raise CheckpointError(f"{missing} (a full clone of the repository has them)")
         commit = dropped.stdout.strip() + "^"
-    for name in STATE_FILES:
-        shown = _git(run_dir, "show", f"{commit}:{prefix}{name}", text=False)
-        if shown.returncode == 0:
-            (into / name).write_bytes(shown.stdout)
+    state_at(run_dir, commit, into)
     restored, record = read_record(into), read_record(run_dir)
     if restored is None or not (into / "ema.pt").exists() or restored["step"] != record["step"]:
         raise CheckpointError(f"{missing} at its final step {record['step']} (commit {commit})")
@@ -1275,6 +1281,7 @@ __all__ = [
     "run_progress",
     "runnable",
     "split_holdout",
+    "state_at",
     "state_bytes",
     "train_slice",
     "training_split",
