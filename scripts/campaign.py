@@ -12,7 +12,9 @@ each runnable run (below its target, prerequisites reached) slices of at most ``
 each slice is a worker process that loads the state, trains, saves every ``--save-minutes`` and at
 the end, and measures the run (held-out and training crops, Kodak through real bitstreams). On CPU
 ``--jobs`` runs (default: one per core) go side by side with ``--cores / running`` threads each (a run
-alone gets every core); on CUDA every runnable run shares the GPU. SIGTERM or Ctrl-C ends the slices after their
+alone gets every core, at most ``--threads-per-run``); on CUDA every runnable run shares the GPU.
+Runs are served in plan order: the plan lists them by priority, so the free lanes go to the
+first runnable runs, and a started run continues before a later one starts. SIGTERM or Ctrl-C ends the slices after their
 current step, with state saved. A run that has not started waits while its state would take the
 tracked campaign state past ``--state-budget-mb`` (40 MB, the issue's budget): finished runs
 that the plan keeps as their EMA or record alone make room.
@@ -120,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             for s in runnable(plan, progress)
             if s.name not in running and s.name not in failed and (not only or s.name in only)
         ]
-        waiting.sort(key=lambda s: progress[s.name] / s.steps)  # the run furthest behind first
+        # in plan order: the plan lists its runs by priority, so a started run goes on before a
+        # later one starts, and the free lanes go to the runs listed first
         if stopping or remaining < args.min_slice_minutes * 60:
             waiting = []
         if not running and not waiting:
@@ -154,6 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for spec in waiting[:free]:
             share = max(1, min(jobs, len(running) + len(waiting)))
             threads = max(1, cores // share) if args.device == "cpu" else 1
+            if args.threads_per_run:
+                threads = min(threads, args.threads_per_run)
             seconds = min(args.slice_minutes * 60, remaining)
             command = [
                 sys.executable,
@@ -403,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         "giving one run every core; on CUDA: all)",
     )
     run.add_argument("--cores", type=int, default=0, help="CPU cores to use (default: all)")
+    run.add_argument(
+        "--threads-per-run",
+        type=int,
+        default=0,
+        help="at most this many threads for one run (default: a run alone gets every core; on "
+        "an AMD EPYC two threads made one teacher step ten times slower)",
+    )
     run.add_argument(
         "--only", nargs="+", metavar="RUN", help="continue only these runs (default: every one)"
     )

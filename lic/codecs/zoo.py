@@ -80,6 +80,21 @@ register_codec(
     context_hidden=32,
 )
 register_codec(
+    "student-swin-small",
+    ChannelARCodec,
+    "CPU-trainable transformer student: `student-small`'s widths with one Swin-V2 block per "
+    "stage in place of its residual blocks, N=32, M=64 in 4 slices",
+    channels=32,
+    latent_channels=64,
+    num_slices=4,
+    res_blocks=(0, 0, 0),
+    swin_depths=(1, 1, 1),
+    num_heads=2,
+    window_size=4,
+    hyper_channels=32,
+    context_hidden=32,
+)
+register_codec(
     "teacher-tiny",
     ChannelARCodec,
     "test-size teacher: same structure as `teacher`, widths 32/40",

@@ -270,6 +270,55 @@ def test_feds_run_waits_for_and_distils_from_its_teacher(setup) -> None:
     assert [s.name for s in cp.runnable(plan)] == ["scratch"]
 
 
+FINETUNE_RUNS = """
+  teacher-ft:
+    codec: teacher-tiny
+    lmbda: 0.0483
+    steps: 1
+    init: teacher
+    after: {teacher: 3}
+    crops: [[0, 64]]
+  feds-ft:
+    codec: student-tiny
+    lmbda: 0.0483
+    steps: 2
+    init: feds
+    teacher: teacher-ft
+    after: {feds: 4, teacher-ft: 1}
+    crops: [[0, 64]]
+    phases:
+      - {name: feature, steps: 1, weights: {feature: 1.0}}
+      - {name: finetune, steps: 1}
+"""
+
+
+def test_a_feds_fine_tune_starts_from_a_feds_run_and_distils_from_the_teachers_fine_tune(
+    setup,
+) -> None:
+    """The multi-λ protocol: a FEDS student and its teacher, each fine-tuned to another λ."""
+    plan_path, shared, state = setup
+    plan_path.write_text(PLAN + FINETUNE_RUNS)
+    plan = cp.load_plan(plan_path, shared, state)
+    for run in ("teacher", "feds", "teacher-ft"):
+        assert run in {s.name for s in cp.runnable(plan)}
+        cp.train_slice(plan, run, seconds=120, evaluate=False)
+    feds_ema = cp.load_ema(plan.run_dir("feds"))
+    record = cp.train_slice(plan, "feds-ft", seconds=120, max_steps=1, evaluate=False)
+    assert record["init"] == {"run": "feds", "step": 4}
+    assert record["lmbda"] == 0.0483 and record["slices"][-1]["teacher_step"] == 1
+    weights = cp.load_tensors(plan.run_dir("feds-ft"), "weights.pt")
+    assert weights.get("adapters")  # the distillation's adapters start anew
+    moved = [k for k in feds_ema if not torch.equal(weights["codec"][k], feds_ema[k])]
+    assert moved and len(moved) < len(feds_ema)  # one step from the FEDS run's EMA
+    # a student at another λ than its teacher's is refused, in one line
+    other = FINETUNE_RUNS.split("  feds-ft:")[1].replace("0.0483", "0.1")
+    plan_path.write_text(PLAN + FINETUNE_RUNS + "  feds-other:" + other)
+    with pytest.raises(UsageError, match="distils from a teacher trained at"):
+        cp.train_slice(
+            cp.load_plan(plan_path, shared, state), "feds-other", seconds=60, max_steps=1
+        )
+
+
 def test_a_codec_change_is_refused(setup) -> None:
     plan_path, shared, state = setup
     cp.train_slice(
@@ -429,12 +478,31 @@ def test_the_shipped_plan_loads(tmp_path: Path) -> None:
     )
     names = [r.name for r in plan.runs]
     assert {"teacher", "student-scratch", "student-feds"} <= set(names)
-    ablations = [r for r in plan.runs if r.name.startswith("student-feds-")]
+    ablations = [
+        r for r in plan.runs if r.name.startswith("student-feds-") and "-fixed-" not in r.name
+    ]
     assert len(ablations) >= 8  # issue 14's protocol: one choice changed per run
     assert {r.steps for r in ablations} == {plan.run("student-scratch").steps}
     teacher, scratch = plan.run("teacher"), plan.run("student-scratch")
     assert teacher.steps >= 3 * scratch.steps  # the teacher gets the larger share
     assert plan.run("student-feds").after == {"teacher": teacher.steps}
+    # at least four λ: the teacher and the FEDS student fine-tuned as the scratch student was,
+    # the FEDS fine-tune distilling from the teacher's fine-tune at its λ
+    fine_tunes = [r for r in plan.runs if r.name.startswith("student-feds-fixed-")]
+    assert len(fine_tunes) >= 4
+    for feds in fine_tunes:
+        k = feds.name.rsplit("-", 1)[1]
+        scratch_k, teacher_k = plan.run(f"student-fixed-{k}"), plan.run(f"teacher-fixed-{k}")
+        assert feds.lmbda == scratch_k.lmbda == teacher_k.lmbda
+        assert (feds.init, feds.teacher, teacher_k.init) == (
+            "student-feds",
+            teacher_k.name,
+            "teacher",
+        )
+        for field in ("steps", "lr", "warmup", "crops", "decay_from"):
+            assert getattr(feds, field) == getattr(scratch_k, field) == getattr(teacher_k, field)
+    swin = plan.run("student-swin-feds")
+    assert swin.steps == plan.run("student-swin-scratch").steps == scratch.steps
     assert os.fspath(plan.train_dir).startswith(os.fspath(tmp_path))
 
 
@@ -625,6 +693,41 @@ def test_a_run_waits_while_its_state_would_break_the_budget(setup) -> None:
     assert not plan.run_dir("scratch").exists()
     assert "scratch: waits: its state" in out and "past" in out
     assert cp.state_bytes(plan) <= room * 1e6
+
+
+def test_lanes_go_to_runs_in_plan_order_with_the_thread_cap(setup) -> None:
+    """The plan's order is its priority: a started run goes on before a later one starts."""
+    plan_path, shared, state = setup
+    scratch = (
+        "  scratch:\n    codec: student-tiny\n    steps: 100000\n    crops: [[0, 64], [6, 96]]\n"
+    )
+    assert scratch in PLAN
+    scratch_first = PLAN.replace(scratch, "").replace("runs:\n", "runs:\n" + scratch)
+    plan_path.write_text(scratch_first)
+    plan = cp.load_plan(plan_path, shared, state)
+    assert [s.name for s in plan.runs] == ["scratch", "teacher", "feds"]
+    cp.train_slice(plan, "scratch", seconds=60, max_steps=1, evaluate=False)
+    args = ["run", "--minutes", "0.4", "--margin", "0", "--min-slice-minutes", "0.05"]
+    process = _script(
+        setup,
+        *args,
+        "--poll",
+        "0.2",
+        "--jobs",
+        "1",
+        "--cores",
+        "2",
+        "--threads-per-run",
+        "1",
+        "--max-steps",
+        "1",
+    )
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err
+    starts = [line for line in out.splitlines() if ": step " in line]
+    assert starts and all(" scratch: step " in line for line in starts)  # teacher (at 0) waits
+    assert all("1 thread(s)" in line for line in starts)  # 2 cores, 1 lane, capped at 1
+    assert cp.run_progress(plan)["teacher"] == 0
 
 
 def test_final_payload_keeps_float32_where_float16_would_round_too_much() -> None:
