@@ -1179,8 +1179,8 @@ def train_slice(
     deadline = started + seconds
     last_save = time.time()
     train_seconds = 0.0
-    running: dict[str, float] = {}
-    count = 0
+    running: dict[str, float] = {}  # each term's sum over the steps that logged it
+    logged: dict[str, int] = {}
     log.info(
         "run %s: step %d -> %d, %.0f s, %s", run, first_step, spec.steps, seconds, segment["name"]
     )
@@ -1204,9 +1204,9 @@ def train_slice(
         synchronize(torch_device)
         train_seconds += time.time() - tick
         if terms is not None:
-            count += 1
-            for key, value in terms.items():
+            for key, value in terms.items():  # a phase's terms are logged in that phase only
                 running[key] = running.get(key, 0.0) + value
+                logged[key] = logged.get(key, 0) + 1
         if time.time() - last_save > save_every:
             checkpoint()
             last_save = time.time()
@@ -1227,7 +1227,7 @@ def train_slice(
             "images_seen": record["images_seen"],
             "cpu_core_hours": record["compute"]["cpu_core_hours"],
             "gpu_hours": record["compute"]["gpu_hours"],
-            "train_running": {k: v / max(count, 1) for k, v in running.items()},
+            "train_running": {k: v / logged[k] for k, v in running.items()},
         }
         if evaluate:
             tick = time.time()

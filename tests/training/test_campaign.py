@@ -215,6 +215,21 @@ def test_slices_accumulate_and_resume(setup) -> None:
     assert third["step"] == 7  # step 6 trained on 96 px crops (the crop schedule)
 
 
+def test_a_term_logged_in_some_steps_is_averaged_over_those_steps(setup, monkeypatch) -> None:
+    """A phase's terms (the effective channel count...) are not diluted by the other phases."""
+    plan = _load(setup)
+    step = cp.RunTrainer.step
+
+    def every_other(self, images):
+        terms = step(self, images)
+        return terms | {"probe": 2.0} if self.record["step"] % 2 else terms
+
+    monkeypatch.setattr(cp.RunTrainer, "step", every_other)
+    record = cp.train_slice(plan, "scratch", seconds=60, max_steps=4, evaluate=False)
+    running = record["evals"][-1]["train_running"]
+    assert running["probe"] == 2.0 and running["loss"] > 0
+
+
 def test_the_steps_are_saved_before_measuring(setup, monkeypatch) -> None:
     plan = _load(setup)
 
