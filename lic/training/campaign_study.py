@@ -1,0 +1,266 @@
+"""FEDS evidence from the campaign: every distilled run against its scratch baseline and teacher.
+
+Which run is compared with which follows from the plan alone:
+
+- A *distilled* run is one with a ``teacher``.
+- Its *baseline* is the run trained without a teacher on the same codec, λ, steps and schedule
+  (:data:`SCHEDULE_FIELDS`) that starts from the baseline of the distilled run's own starting
+  point (from nothing when it starts from nothing). So ``student-feds`` → ``student-scratch``
+  (not ``student-scratch-2``: another learning rate), and ``student-feds-fixed-4`` (a fine-tune
+  of ``student-feds``) → ``student-fixed-4`` (the same fine-tune of ``student-scratch``).
+- A *curve* is the set of distilled runs that start from one distilled run: its fine-tunes at
+  several λ. Beside it stand its baselines' curve and its teachers' curve, at the λ where all
+  three have finished.
+
+At one λ, from the runs' records alone (:func:`single_rate_rows`): the held-out RD loss at
+equal steps, the steps and compute a distilled run needs to reach its baseline's final loss,
+both losses at equal compute, the teacher's forward passes (steps of phases that use it) and
+the effective number of weighted channels (``1/Σw²`` of the channel term, averaged over the
+steps that logged it). The held-out loss is the campaign's own measurement: 16 centre crops of
+photos never trained on, EMA weights; Kodak is reported, never used to choose.
+
+Over λ (:func:`rate_curves`, :func:`evaluate_curves`): every run of a curve is exported from
+the campaign state and coded through real bitstreams; BD-rates against the baseline curve and
+the teacher curve come from :func:`lic.evaluation.report.write_report`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lic.training.campaign import Plan, RunSpec, read_record
+
+#: What a baseline shares with its distilled run besides the starting point.
+SCHEDULE_FIELDS = (
+    "codec",
+    "lmbda",
+    "steps",
+    "batch",
+    "crops",
+    "lr",
+    "warmup",
+    "decay_from",
+    "ema_decay",
+    "precision",
+)
+#: The channel term's effective channel count, as the campaign logs it.
+EFFECTIVE_CHANNELS = "distill/channel/effective_channels"
+
+
+def baseline(plan: Plan, spec: RunSpec) -> RunSpec | None:
+    """The run ``spec`` is compared with (see the module doc), or None if the plan has none."""
+    start = None
+    if spec.init is not None:
+        origin = plan.run(spec.init)
+        start = baseline(plan, origin) if origin.teacher else origin
+        if start is None:
+            return None
+    for other in plan.runs:
+        if (
+            other.teacher is None
+            and other.name != spec.name
+            and (other.init == (start.name if start else None))
+            and all(getattr(other, f) == getattr(spec, f) for f in SCHEDULE_FIELDS)
+        ):
+            return other
+    return None
+
+
+def teacher_passes(spec: RunSpec, step: int) -> int:
+    """Teacher forward passes in a distilled run's first ``step`` steps (one per step of a
+    phase that uses the teacher)."""
+    from lic.distill import PhaseSchedule, needs_teacher
+
+    passes, start = 0, 0
+    for phase in PhaseSchedule(list(spec.phases)).phases:
+        if needs_teacher(phase):
+            passes += max(0, min(step, start + phase.steps) - start)
+        start += phase.steps
+    return passes
+
+
+def _curve(record: dict[str, Any]) -> list[tuple[int, float, float]]:
+    """``(step, compute hours, held-out loss)`` of every measurement (compute: CPU core-hours
+    plus GPU hours)."""
+    return [
+        (e["step"], e["cpu_core_hours"] + e["gpu_hours"], e["heldout"]["loss"])
+        for e in record["evals"]
+        if "heldout" in e
+    ]
+
+
+def reach(curve: list[tuple[int, float, float]], target: float) -> tuple[float, float] | None:
+    """Steps and compute at which a learning curve first reaches ``target`` loss (linear
+    between measurements; the first measurement counts as reached there), or None."""
+    previous = None
+    for point in curve:
+        if point[2] <= target:
+            if previous is None or previous[2] == point[2]:
+                return float(point[0]), point[1]
+            t = (previous[2] - target) / (previous[2] - point[2])
+            return tuple(float(a + t * (b - a)) for a, b in zip(previous[:2], point[:2]))
+        previous = point
+    return None
+
+
+def loss_at(curve: list[tuple[int, float, float]], compute: float) -> float | None:
+    """A learning curve's held-out loss at ``compute`` hours (linear between measurements),
+    None outside the measured range."""
+    hours = [p[1] for p in curve]
+    if not curve or not hours[0] <= compute <= hours[-1]:
+        return None
+    return float(np.interp(compute, hours, [p[2] for p in curve]))
+
+
+def effective_channels(spec: RunSpec, record: dict[str, Any]) -> float | None:
+    """The channel term's effective channel count over the run so far: each slice's mean,
+    weighted by the steps it spent in phases that logged it."""
+    total = weight = 0.0
+    previous = 0
+    for evaluation in record["evals"]:
+        value = evaluation.get("train_running", {}).get(EFFECTIVE_CHANNELS)
+        if value is not None:
+            steps = evaluation["step"] - previous
+            total += value * steps
+            weight += steps
+        previous = evaluation["step"]
+    return total / weight if weight else None
+
+
+def _percent(value: float, reference: float) -> float:
+    return 100 * (value / reference - 1)
+
+
+def single_rate_rows(plan: Plan) -> list[dict[str, Any]]:
+    """One row per started distilled run with a baseline: see the module doc."""
+    rows = []
+    for spec in plan.runs:
+        base = baseline(plan, spec) if spec.teacher else None
+        record = read_record(plan.run_dir(spec.name)) if base else None
+        if record is None or not _curve(record):
+            continue
+        base_record = read_record(plan.run_dir(base.name))
+        curve = _curve(record)
+        step, hours, loss = curve[-1]
+        row: dict[str, Any] = {
+            "run": spec.name,
+            "codec": spec.codec,
+            "lmbda": spec.lmbda,
+            "baseline": base.name,
+            "teacher": spec.teacher,
+            "step": step,
+            "target": spec.steps,
+            "compute_hours": hours,
+            "teacher_passes": teacher_passes(spec, step),
+            "heldout_loss": loss,
+            "kodak": record["evals"][-1].get("kodak"),
+            "effective_channels": effective_channels(spec, record),
+        }
+        base_curve = _curve(base_record) if base_record else []
+        if base_curve:
+            b_step, b_hours, b_loss = base_curve[-1]
+            same_step = [p for p in base_curve if p[0] == step]
+            reached = reach(curve, b_loss) if b_step >= base.steps else None
+            common = min(hours, b_hours)
+            at_compute = (loss_at(curve, common), loss_at(base_curve, common))
+            row |= {
+                "baseline_step": b_step,
+                "baseline_compute_hours": b_hours,
+                "baseline_loss": b_loss,
+                "baseline_kodak": base_record["evals"][-1].get("kodak"),
+                # at equal steps: the baseline's measurement at this run's step, if there is one
+                "loss_vs_baseline_equal_steps_percent": (
+                    _percent(loss, same_step[0][2]) if same_step else None
+                ),
+                "steps_to_baseline_final": reached[0] if reached else None,
+                "compute_to_baseline_final": reached[1] if reached else None,
+                "equal_compute_hours": common,
+                "loss_vs_baseline_equal_compute_percent": (
+                    _percent(*at_compute) if None not in at_compute else None
+                ),
+            }
+        rows.append(row)
+    return rows
+
+
+#: The three curves of a :class:`RateCurve`, and what each is called in its label.
+ROLES = {"distilled": "distilled", "baselines": "baseline", "teachers": "teacher"}
+
+
+@dataclass(frozen=True)
+class RateCurve:
+    """A distilled run's fine-tunes at several λ, with their baselines and teachers."""
+
+    root: str
+    distilled: tuple[str, ...]
+    baselines: tuple[str, ...]
+    teachers: tuple[str, ...]
+    missing: tuple[str, ...]  # runs at the curve's λ that have not finished
+
+    def label(self, which: str) -> str:
+        """``student-feds-fixed-* (distilled, 4 λ)``: the runs' common name, role and size."""
+        names = list(getattr(self, which))
+        prefix = os.path.commonprefix(names) + "*" if len(names) > 1 else names[0]
+        return f"{prefix} ({ROLES[which]}, {len(names)} λ)"
+
+
+def _finished(plan: Plan, name: str) -> bool:
+    record = read_record(plan.run_dir(name))
+    return record is not None and record["step"] >= plan.run(name).steps
+
+
+def rate_curves(plan: Plan) -> list[RateCurve]:
+    """Every curve of the plan (a distilled run that distilled fine-tunes start from), with the
+    λ at which the fine-tune, its baseline and its teacher have all finished, by λ."""
+    curves = []
+    for root in plan.runs:
+        fine_tunes = [s for s in plan.runs if s.teacher and s.init == root.name and root.teacher]
+        points, missing = [], []
+        for spec in sorted(fine_tunes, key=lambda s: s.lmbda):
+            base = baseline(plan, spec)
+            if base is None:
+                continue
+            names = (spec.name, base.name, spec.teacher)
+            unfinished = [n for n in names if not _finished(plan, n)]
+            missing += unfinished
+            if not unfinished:
+                points.append(names)
+        if fine_tunes:
+            columns = [tuple(p[i] for p in points) for i in range(3)]  # distilled, base, teacher
+            curves.append(RateCurve(root.name, *columns, tuple(dict.fromkeys(missing))))
+    return curves
+
+
+def compute_hours(plan: Plan, runs: tuple[str, ...]) -> float:
+    """CPU core-hours plus GPU hours of ``runs`` and of the runs they start from, each once."""
+    names = {*runs, *(plan.run(r).init for r in runs)} - {None}
+    records = [read_record(plan.run_dir(n)) for n in names]
+    return sum(r["compute"]["cpu_core_hours"] + r["compute"]["gpu_hours"] for r in records if r)
+
+
+def evaluate_curve(
+    plan: Plan, curve: RateCurve, images: list[Path], output: Path, workdir: Path, dataset: str
+) -> dict[str, list[dict]]:
+    """Code ``images`` with every run of ``curve`` (exported from the campaign state) through
+    real bitstreams; write ``output/<role>/`` (results JSON, per-image CSV) and the BD-rate
+    reports against the baseline and the teacher curves (``output/vs-baseline/``,
+    ``output/vs-teacher/``); returns the reports' rows."""
+    from lic.evaluation.report import write_report
+    from lic.evaluation.runner import run_evaluation
+    from lic.training.campaign import export_run
+
+    files = []
+    for which in ROLES:
+        paths = [export_run(plan, run, workdir / f"{run}.ckpt") for run in getattr(curve, which)]
+        files += run_evaluation(
+            images, paths, output / which, name=curve.label(which), dataset=dataset
+        )
+    return {
+        folder: write_report(files, curve.label(which), output / folder)["rows"]
+        for which, folder in (("baselines", "vs-baseline"), ("teachers", "vs-teacher"))
+    }

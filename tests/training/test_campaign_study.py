@@ -1,0 +1,178 @@
+"""FEDS evidence from the campaign: pairing runs, learning-curve arithmetic, the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lic.training import campaign as cp
+from lic.training import campaign_study as study
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "feds_evidence.py"
+
+
+def _evidence(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, check=False
+    )
+
+
+PLAN = """
+name: t
+data:
+  train_dir: "{shared}/photos"
+  holdout_every: 4
+  eval_crop: 64
+  eval_images: 2
+  kodak_dir: "{shared}/kodak"
+defaults:
+  batch: 2
+  warmup: 1
+  precision: fp32
+  crops: [[0, 64]]
+runs:
+  teacher: {codec: teacher-tiny, lmbda: 0.013, steps: 2, lr: 1.0e-3}
+  scratch: {codec: student-tiny, lmbda: 0.013, steps: 2}
+  other-lr: {codec: student-tiny, lmbda: 0.013, steps: 2, lr: 5.0e-4}
+  feds:
+    codec: student-tiny
+    lmbda: 0.013
+    steps: 2
+    teacher: teacher
+    after: {teacher: 2}
+    phases: [{name: feature, steps: 1, weights: {feature: 1.0}}, {name: finetune, steps: 1}]
+"""
+for tag, lmbda in (("a", 0.0035), ("b", 0.18)):
+    PLAN += f"""
+  teacher-{tag}: {{codec: teacher-tiny, lmbda: {lmbda}, steps: 1, lr: 1.0e-3, init: teacher, after: {{teacher: 2}}}}
+  scratch-{tag}: {{codec: student-tiny, lmbda: {lmbda}, steps: 1, init: scratch, after: {{scratch: 2}}}}
+  feds-{tag}:
+    codec: student-tiny
+    lmbda: {lmbda}
+    steps: 1
+    init: feds
+    teacher: teacher-{tag}
+    after: {{feds: 2, teacher-{tag}: 1}}
+    phases: [{{name: channel, steps: 1, weights: {{channel: 1.0}}}}]
+"""
+
+
+@pytest.fixture()
+def plan(tmp_path: Path, image_folder: Path) -> cp.Plan:
+    shared = tmp_path / "shared"
+    (shared / "photos").mkdir(parents=True)
+    (shared / "kodak").mkdir()
+    photos = sorted(p for p in image_folder.iterdir() if p.is_file())
+    for photo in photos:
+        shutil.copy(photo, shared / "photos" / photo.name)
+    for photo in [p for p in photos if p.suffix == ".png"][:2]:
+        shutil.copy(photo, shared / "kodak" / photo.name)
+    (tmp_path / "t.yaml").write_text(PLAN)
+    return cp.load_plan(tmp_path / "t.yaml", shared, tmp_path / "state")
+
+
+def test_the_shipped_plan_pairs_each_distilled_run_with_its_scratch_twin(tmp_path: Path) -> None:
+    plan = cp.load_plan(REPO / "recipes/campaign/default.yaml", tmp_path, tmp_path / "state")
+    pairs = {s.name: study.baseline(plan, s) for s in plan.runs if s.teacher}
+    names = {k: v.name if v else None for k, v in pairs.items()}
+    assert names["student-feds"] == "student-scratch"  # lr 1e-3, not student-scratch-2
+    assert names["student-feds-fixed-4"] == "student-fixed-4"
+    assert names["student-swin-feds"] == "student-swin-scratch"
+    assert {v for k, v in names.items() if "fixed" not in k and "swin" not in k} == {
+        "student-scratch"
+    }
+    (curve,) = study.rate_curves(plan)  # nothing trained: every point waits
+    assert curve.root == "student-feds" and curve.distilled == ()
+    assert {"student-feds-fixed-2", "teacher-fixed-8"} <= set(curve.missing)
+
+
+def test_learning_curve_arithmetic() -> None:
+    curve = [(100, 1.0, 2.0), (200, 2.0, 1.5), (300, 3.0, 1.2)]
+    assert study.reach(curve, 1.75) == (150.0, 1.5)
+    assert study.reach(curve, 2.5) == (100.0, 1.0)  # already there at the first measurement
+    assert study.reach(curve, 1.0) is None
+    assert study.loss_at(curve, 2.5) == pytest.approx(1.35)
+    assert study.loss_at(curve, 0.5) is None and study.loss_at(curve, 3.5) is None
+    spec = cp.RunSpec(
+        "r",
+        "student-tiny",
+        0.01,
+        100,
+        teacher="t",
+        phases=(
+            {"name": "feature", "steps": 10, "weights": {"feature": 1.0}},
+            {"name": "channel", "steps": 20, "weights": {"channel": 1.0}},
+            {"name": "finetune", "steps": 70},
+        ),
+    )
+    assert [study.teacher_passes(spec, s) for s in (5, 30, 100)] == [5, 30, 30]
+    key = study.EFFECTIVE_CHANNELS
+    record = {
+        "evals": [
+            {"step": 10, "train_running": {}},
+            {"step": 20, "train_running": {key: 4.0}},
+            {"step": 50, "train_running": {key: 8.0}},
+        ]
+    }
+    assert study.effective_channels(spec, record) == pytest.approx((4 * 10 + 8 * 30) / 40)
+
+
+def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path) -> None:
+    for spec in plan.runs:  # in plan order, every prerequisite first
+        assert spec in cp.runnable(plan)
+        cp.train_slice(plan, spec.name, seconds=120)
+    pairs = {s.name: study.baseline(plan, s).name for s in plan.runs if s.teacher}
+    assert pairs == {"feds": "scratch", "feds-a": "scratch-a", "feds-b": "scratch-b"}
+
+    rows = {r["run"]: r for r in study.single_rate_rows(plan)}
+    assert set(rows) == {"feds", "feds-a", "feds-b"}
+    feds, scratch = (cp.read_record(plan.run_dir(n)) for n in ("feds", "scratch"))
+    row = rows["feds"]
+    assert row["teacher_passes"] == 1 and row["step"] == 2
+    expected = 100 * (
+        feds["evals"][-1]["heldout"]["loss"] / scratch["evals"][-1]["heldout"]["loss"] - 1
+    )
+    assert row["loss_vs_baseline_equal_steps_percent"] == pytest.approx(expected)
+    assert row["effective_channels"] is None  # no channel phase
+    assert rows["feds-a"]["effective_channels"] >= 1  # 1/Σw² of weights that sum to one
+
+    (curve,) = study.rate_curves(plan)
+    assert (curve.distilled, curve.baselines, curve.teachers, curve.missing) == (
+        ("feds-a", "feds-b"),
+        ("scratch-a", "scratch-b"),
+        ("teacher-a", "teacher-b"),
+        (),
+    )
+    hours = study.compute_hours(plan, curve.teachers)  # the teacher counted once
+    records = [cp.read_record(plan.run_dir(n)) for n in ("teacher", "teacher-a", "teacher-b")]
+    assert hours == pytest.approx(sum(r["compute"]["cpu_core_hours"] for r in records))
+
+    kodak = plan.kodak_dir
+    out = tmp_path / "evidence"
+    common = ["--plan", str(tmp_path / "t.yaml"), "--state-dir", str(plan.state_dir)]
+    common += ["--shared", str(kodak.parent), "--datasets", str(kodak), "-o", str(out)]
+    bad = _evidence(*common[:-4], "--datasets", "nope", "-o", str(out))
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "'nope' not found" in bad.stderr
+    assert not out.exists()  # nothing half-written
+    done = _evidence(*common, "--min-points", "3")
+    assert done.returncode == 0, done.stderr
+    assert "fewer than 3 λ" in (out / "README.md").read_text()
+
+    done = _evidence(*common, "--min-points", "2")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    reports = summary["curves"][0]["datasets"]["kodak"]
+    assert reports["vs-baseline"][0]["name"] != curve.label("baselines")  # the anchor is no row
+    results = json.loads(next((out / "feds" / "kodak" / "distilled").glob("*.json")).read_text())
+    assert results["name"] == curve.label("distilled") == "feds-* (distilled, 2 λ)"
+    assert len(results["results"]["bpp"]) == 2 and results["images"] == 2
+    assert all(b > 0 for b in results["results"]["bpp"])
+    assert (out / "feds" / "kodak" / "vs-teacher" / "rd-psnr.png").read_bytes()[:4] == b"\x89PNG"
+    readme = (out / "README.md").read_text()
+    assert "| feds | kodak | 0.0035, 0.18 |" in readme and "| feds | scratch | 2 of 2 |" in readme
