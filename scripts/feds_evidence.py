@@ -154,10 +154,10 @@ def _main(argv: list[str] | None) -> int:
         "## Over λ (real bitstreams; BD-rate, pchip, over the common PSNR range)",
         "",
         (
-            "| curve | dataset | λ | BD-rate vs baseline | BD-rate vs teacher | compute h "
-            "(distilled / baseline / teacher) |"
+            "| curve | dataset | λ | BD-rate vs baseline | BD-rate vs teacher | teacher's BD-rate "
+            "vs baseline | compute h (distilled / baseline / teacher) |"
         ),
-        "|---|---|---|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for entry in summary["curves"]:
         hours = " / ".join(f"{entry['compute_hours'][r]:.2f}" for r in study.ROLES)
@@ -166,18 +166,22 @@ def _main(argv: list[str] | None) -> int:
             waiting = ", ".join(entry["waiting_for"]) or "nothing"
             lines.append(
                 f"| {entry['root']} | – | {lambdas} | not evaluated: fewer than "
-                f"{args.min_points} λ; waits for {waiting} | | {hours} |"
+                f"{args.min_points} λ; waits for {waiting} | | | {hours} |"
             )
         for name, reports in entry["datasets"].items():
             cells = [
-                _bd_cell(next((r for r in reports[k] if "distilled" in r["name"]), None))
-                for k in ("vs-baseline", "vs-teacher")
+                _bd_cell(next((r for r in reports[k] if f"({role}," in r["name"]), None))
+                for k, role in (
+                    ("vs-baseline", "distilled"),
+                    ("vs-teacher", "distilled"),
+                    ("vs-baseline", "teacher"),
+                )
             ]
             lines.append(
-                f"| {entry['root']} | {name} | {lambdas} | {cells[0]} | {cells[1]} | {hours} |"
+                f"| {entry['root']} | {name} | {lambdas} | {' | '.join(cells)} | {hours} |"
             )
     if not summary["curves"]:
-        lines.append("| – | – | – | the plan has no distilled fine-tunes | | |")
+        lines.append("| – | – | – | the plan has no distilled fine-tunes | | | |")
     with atomic_output(args.output / "summary.json") as tmp_file:
         tmp_file.write_text(json.dumps(summary, indent=2) + "\n")
     with atomic_output(args.output / "README.md") as tmp_file:

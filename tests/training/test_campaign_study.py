@@ -175,4 +175,9 @@ def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path
     assert all(b > 0 for b in results["results"]["bpp"])
     assert (out / "feds" / "kodak" / "vs-teacher" / "rd-psnr.png").read_bytes()[:4] == b"\x89PNG"
     readme = (out / "README.md").read_text()
-    assert "| feds | kodak | 0.0035, 0.18 |" in readme and "| feds | scratch | 2 of 2 |" in readme
+    assert "| feds | scratch | 2 of 2 |" in readme
+    row = next(line for line in readme.splitlines() if line.startswith("| feds | kodak |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "0.0035, 0.18" and len(cells) == 7
+    for cell in cells[3:6]:  # vs baseline, vs teacher, the teacher vs baseline: a figure or why not
+        assert cell.endswith("%") or cell.startswith("n/a (")
