@@ -675,9 +675,15 @@ def compact_finished(plan: Plan) -> list[tuple[str, str]]:
     (weights, EMA, optimizer: it reached its target before the plan said so) is first kept as
     its EMA weights alone, what :meth:`RunTrainer.save` writes for it when it finishes. A
     ``keep: record`` run whose EMA weights are committed (:func:`is_committed`) is then kept as
-    its ``state.json`` alone; until they are, it keeps them (they would be lost otherwise).
-    All through :func:`save_state`.
+    its ``state.json`` alone; until they are, it keeps them (they would be lost otherwise), and
+    while a run still needs them (as its teacher before it finishes, or as its starting point
+    before it starts): a copy without the git history (a GPU command's) can then still train
+    that run. All through :func:`save_state`.
     """
+    progress = run_progress(plan)
+    needed = {s.teacher for s in plan.runs if progress[s.name] < s.steps} | {
+        s.init for s in plan.runs if progress[s.name] == 0
+    }
     done = []
     for spec in plan.runs:
         run_dir = plan.run_dir(spec.name)
@@ -690,7 +696,7 @@ def compact_finished(plan: Plan) -> list[tuple[str, str]]:
         if not is_compacted(run_dir):
             save_state(run_dir, {"ema.pt": _final_payload(load_ema(run_dir))}, record)
             done.append((spec.name, "EMA weights"))
-        elif spec.keep == "record" and is_committed(run_dir):
+        elif spec.keep == "record" and spec.name not in needed and is_committed(run_dir):
             save_state(run_dir, {}, record)
             done.append((spec.name, "record"))
     return done

@@ -67,6 +67,14 @@ RECORD_RUN = """
     crops: [[0, 64]]
     keep: record
 """
+NEEDS_DONE = """
+  after-done:
+    codec: student-tiny
+    steps: 2
+    crops: [[0, 64]]
+    init: done
+    after: {done: 2}
+"""
 
 
 @pytest.fixture()
@@ -662,6 +670,10 @@ def test_a_keep_record_run_holds_its_record_alone_once_its_weights_are_committed
     (run_dir / "state.json").write_text((run_dir / "state.json").read_text() + " ")
     assert cp.compact_finished(plan) == []  # changed since the commit: kept
     _git(state, "checkout", "--", ".")
+    # while a run still needs its weights (starts from it, not started yet), they stay
+    plan_path.write_text(PLAN + RECORD_RUN + NEEDS_DONE)
+    assert cp.compact_finished(cp.load_plan(plan_path, shared, state)) == []
+    plan_path.write_text(PLAN + RECORD_RUN)
     assert cp.compact_finished(plan) == [("done", "record")]
     assert sorted(p.name for p in run_dir.iterdir()) == ["state.json"]
     assert cp.is_record_only(run_dir) and cp.read_record(run_dir)["step"] == 2
