@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -36,3 +37,17 @@ def small_run_overrides(image_folder: Path, run_dir: Path, steps: int = 6) -> li
         "trainer.enable_progress_bar=false",
         "callbacks.checkpoint.every_n_train_steps=2",
     ]
+
+
+def campaign_shared(root: Path, image_folder: Path) -> Path:
+    """A campaign's shared folder under ``root``: the test photos to train on (``photos/``)
+    and two of them as a 'kodak' (``kodak/``)."""
+    shared = root / "shared"
+    (shared / "photos").mkdir(parents=True)
+    (shared / "kodak").mkdir()
+    photos = sorted(p for p in image_folder.iterdir() if p.is_file())
+    for photo in photos:
+        shutil.copy(photo, shared / "photos" / photo.name)
+    for photo in [p for p in photos if p.suffix == ".png"][:2]:
+        shutil.copy(photo, shared / "kodak" / photo.name)
+    return shared

@@ -19,6 +19,7 @@ from lic.checkpoint import load_codec
 from lic.errors import CheckpointError, UsageError
 from lic.training import campaign as cp
 from lic.training.campaign_report import overfitting, write_report
+from tests.training.conftest import campaign_shared
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "campaign.py"
@@ -80,14 +81,7 @@ NEEDS_DONE = """
 @pytest.fixture()
 def setup(tmp_path: Path, image_folder: Path) -> tuple[Path, Path, Path]:
     """A shared folder (photos, a two-image 'kodak'), a plan file and a state folder."""
-    shared = tmp_path / "shared"
-    (shared / "photos").mkdir(parents=True)
-    (shared / "kodak").mkdir()
-    photos = sorted(p for p in image_folder.iterdir() if p.is_file())
-    for photo in photos:
-        shutil.copy(photo, shared / "photos" / photo.name)
-    for photo in [p for p in photos if p.suffix == ".png"][:2]:
-        shutil.copy(photo, shared / "kodak" / photo.name)
+    shared = campaign_shared(tmp_path, image_folder)
     plan = tmp_path / "t.yaml"
     plan.write_text(PLAN)
     return plan, shared, tmp_path / "state"

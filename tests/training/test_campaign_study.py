@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from lic.training import campaign as cp
 from lic.training import campaign_study as study
 from tests.conftest import REPO
+from tests.training.conftest import campaign_shared
 
 SCRIPT = REPO / "scripts" / "feds_evidence.py"
 
@@ -65,14 +65,7 @@ for tag, lmbda in (("a", 0.0035), ("b", 0.18)):
 
 @pytest.fixture()
 def plan(tmp_path: Path, image_folder: Path) -> cp.Plan:
-    shared = tmp_path / "shared"
-    (shared / "photos").mkdir(parents=True)
-    (shared / "kodak").mkdir()
-    photos = sorted(p for p in image_folder.iterdir() if p.is_file())
-    for photo in photos:
-        shutil.copy(photo, shared / "photos" / photo.name)
-    for photo in [p for p in photos if p.suffix == ".png"][:2]:
-        shutil.copy(photo, shared / "kodak" / photo.name)
+    shared = campaign_shared(tmp_path, image_folder)
     (tmp_path / "t.yaml").write_text(PLAN)
     return cp.load_plan(tmp_path / "t.yaml", shared, tmp_path / "state")
 
