@@ -162,6 +162,26 @@ def _markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: A run is drawn as a learning curve from this many Kodak measurements on; shorter runs (the
+#: 2,500-step fine-tunes) are drawn as the final points of their family (below).
+CURVE_MEASUREMENTS = 3
+
+
+def families(data: dict[str, Any]) -> dict[str, list[str]]:
+    """Runs named ``<prefix>-<number>`` at two or more λ, by ``<prefix>-*``: the rate points
+    of one recipe (``student-fixed-1`` … ``-8``), in the order of their λ."""
+    groups: dict[str, list[str]] = {}
+    for name in data["runs"]:
+        prefix, _, number = name.rpartition("-")
+        if prefix and number.isdigit():
+            groups.setdefault(f"{prefix}-*", []).append(name)
+    return {
+        prefix: sorted(names, key=lambda n: data["runs"][n]["lmbda"])
+        for prefix, names in groups.items()
+        if len({data["runs"][n]["lmbda"] for n in names}) > 1
+    }
+
+
 def _plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -169,42 +189,50 @@ def _plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
     for name, run in data["runs"].items():
         kodak = [e for e in run["evals"] if "kodak" in e]
+        if len(kodak) < CURVE_MEASUREMENTS:
+            continue
+        colour = next(colours)
+        hours = [_hours(e) for e in kodak]
+        psnr, bpp = [e["kodak"]["psnr"] for e in kodak], [e["kodak"]["bpp"] for e in kodak]
+        axes[0, 0].plot(hours, psnr, marker=".", color=colour, label=name)
+        axes[0, 1].plot(hours, bpp, marker=".", color=colour, label=name)
+        axes[1, 1].plot(bpp, psnr, marker=".", color=colour, alpha=0.5, label=f"{name} (path)")
         held = [e for e in run["evals"] if "heldout" in e]
-        if kodak:
-            seen = [e["images_seen"] / 1e3 for e in kodak]
-            axes[0, 0].plot(seen, [e["kodak"]["psnr"] for e in kodak], marker=".", label=name)
-            axes[0, 1].plot(seen, [e["kodak"]["bpp"] for e in kodak], marker=".", label=name)
+        seen = [e["images_seen"] / 1e3 for e in held]
+        axes[1, 0].plot(
+            seen, [e["heldout"]["loss"] for e in held], color=colour, label=f"{name} held-out"
+        )
+        axes[1, 0].plot(seen, [e["train_eval"]["loss"] for e in held], ls="--", color=colour)
+    for prefix, names in families(data).items():
+        final = [data["runs"][n]["evals"] for n in names if data["runs"][n]["step"] > 0]
+        points = sorted(
+            (e[-1]["kodak"]["bpp"], e[-1]["kodak"]["psnr"]) for e in final if "kodak" in e[-1]
+        )
+        if points:
             axes[1, 1].plot(
-                [e["kodak"]["bpp"] for e in kodak],
-                [e["kodak"]["psnr"] for e in kodak],
-                marker=".",
-                label=name,
-            )
-        if held:
-            seen = [e["images_seen"] / 1e3 for e in held]
-            line = axes[1, 0].plot(
-                seen, [e["heldout"]["loss"] for e in held], marker=".", label=f"{name} held-out"
-            )[0]
-            axes[1, 0].plot(
-                seen,
-                [e["train_eval"]["loss"] for e in held],
-                ls="--",
-                color=line.get_color(),
-                label=f"{name} train",
+                *zip(*points, strict=True),
+                marker="s",
+                color=next(colours),
+                label=f"{prefix} ({len(points)} λ, latest)",
             )
     axes[0, 0].set(
-        xlabel="training images seen (thousands)", ylabel="Kodak PSNR (dB)", title="quality"
+        xlabel="compute (CPU core-hours + GPU-hours)", ylabel="Kodak PSNR (dB)", title="quality"
     )
-    axes[0, 1].set(xlabel="training images seen (thousands)", ylabel="Kodak bpp", title="rate")
+    axes[0, 1].set(xlabel="compute (CPU core-hours + GPU-hours)", ylabel="Kodak bpp", title="rate")
     axes[1, 0].set(
         xlabel="training images seen (thousands)",
         ylabel="RD loss (λ·255²·MSE + bpp)",
-        title="held-out vs training photos",
+        title="held-out (solid) vs training photos (dashed)",
     )
     axes[1, 0].set_yscale("log")
-    axes[1, 1].set(xlabel="Kodak bpp", ylabel="Kodak PSNR (dB)", title="rate–distortion path")
+    axes[1, 1].set(
+        xlabel="Kodak bpp",
+        ylabel="Kodak PSNR (dB)",
+        title="rate–distortion: paths in training, families over λ",
+    )
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         if ax.get_lines():

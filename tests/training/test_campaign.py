@@ -374,6 +374,21 @@ def test_overfitting_is_flagged_when_the_gap_grows() -> None:
     assert overfitting([])["gaps"] == []
 
 
+def test_rate_point_families_are_grouped_by_name_over_lambda() -> None:
+    from lic.training.campaign_report import families
+
+    runs = {
+        "teacher": {"lmbda": 0.013},
+        "student-scratch-2": {"lmbda": 0.013},  # one λ: a second try, not a family
+        "student-fixed-8": {"lmbda": 0.18},
+        "student-fixed-1": {"lmbda": 0.0018},
+        "student-fixed-4": {"lmbda": 0.013},
+    }
+    assert families({"runs": runs}) == {
+        "student-fixed-*": ["student-fixed-1", "student-fixed-4", "student-fixed-8"]
+    }
+
+
 def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
     plan = _load(setup)
     cp.train_slice(plan, "scratch", seconds=60, max_steps=2)
