@@ -1,20 +1,23 @@
 #!/usr/bin/env python
 """One variable-rate model against fixed-rate models trained with the same compute.
 
-    python scripts/vr_vs_fixed.py [--dataset kodak] [--limit N] [-o docs/variable-rate/vs-fixed/]
+    python scripts/vr_vs_fixed.py [--vr RUN ...] [--dataset kodak] [--limit N]
+                                  [-o docs/variable-rate/vs-fixed/]
 
 The campaign's ``student-vr`` (``student-small-vr``: the scratch student plus a gain per
 trained λ, 20,000 steps at random qualities) against its ``student-fixed-1`` … ``-8``: eight
 fine-tunes of the same scratch student at the eight λ the variable-rate model is trained for,
 2,500 steps each, so 20,000 steps in all (``recipes/campaign/default.yaml``). Both start from
-``student-scratch``; the compute each spent after it comes from their records. Every codec
-is built from the campaign state (``lic.training.campaign.export_run``) and evaluated through
-real bitstreams: the variable-rate one at its eight trained qualities, each fixed one at its λ.
-The shipped default codec is evaluated beside them for reference: each checkpoint of a
-fixed-rate default, every trained level of a variable-rate one (when those are ``student-vr``'s
-own weights, its curve is reused and the table says so). BD-rates (pchip) are over
-the curves' common PSNR range; positive means more bits than the reference. Runs that have
-not reached their target are reported as such and left out of the fixed-rate curve.
+``student-scratch``; the compute each spent after it comes from their records. Beside them,
+``student-vr-2``: ``student-vr``'s recipe from ``student-scratch-2`` (``--vr`` lists the
+variable-rate runs). Every codec is built from the campaign state
+(``lic.training.campaign.export_run``) and evaluated through real bitstreams: a variable-rate
+one at its eight trained qualities, each fixed one at its λ. The shipped default codec is
+evaluated beside them for reference: each checkpoint of a fixed-rate default, every trained
+level of a variable-rate one (when those are one of the runs' own weights, its curve is
+reused and the table says so). BD-rates (pchip) are over the curves' common PSNR range;
+positive means more bits than the reference. Runs that have not reached their target are
+reported as such and left out of the fixed-rate curve.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from lic.files import atomic_output
 from lic.paths import shared_dir
 from lic.training import campaign as cp
 
-VR_RUN = "student-vr"
+VR_RUNS = ("student-vr", "student-vr-2")
 FIXED_PREFIX = "student-fixed-"
 
 
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", default=str(REPO / "recipes" / "campaign" / "default.yaml"))
     parser.add_argument("--state-dir", type=Path, default=REPO / "campaign")
+    parser.add_argument(
+        "--vr", nargs="+", default=VR_RUNS, metavar="RUN", help="variable-rate campaign runs"
+    )
     parser.add_argument("--dataset", default="kodak")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--threads", type=int, default=1)
@@ -99,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     records = {spec.name: record for spec, record in cp.iter_records(plan)}
     fixed_runs = [s.name for s in plan.runs if s.name.startswith(FIXED_PREFIX)]
     status = {}
-    for name in [VR_RUN, *fixed_runs]:
+    vr_runs = list(args.vr)
+    for name in [*vr_runs, *fixed_runs]:
         record = records.get(name)
         steps = record["step"] if record else 0
         status[name] = {
@@ -113,23 +120,29 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         curves = []
-        vr_fingerprint = None
-        if status[VR_RUN]["steps"] > 0:
-            vr = cp.export_run(plan, VR_RUN, folder / "vr.ckpt")
-            vr_fingerprint = lic.load_codec(vr).fingerprint
-            curves.append(_curve(f"{VR_RUN} ({status[VR_RUN]['steps']} steps)", [vr], images))
+        measured = {}  # weights fingerprint -> (run, its curve)
+        for run in vr_runs:
+            if status[run]["steps"] > 0:
+                vr = cp.export_run(plan, run, folder / f"{run}.ckpt")
+                curves.append(_curve(f"{run} ({status[run]['steps']} steps)", [vr], images))
+                measured[lic.load_codec(vr).fingerprint] = (run, curves[-1])
         if done:
             paths = [cp.export_run(plan, n, folder / f"{n}.ckpt") for n in done]
             curves.append(
                 _curve(f"student-fixed ({len(done)} of {len(fixed_runs)})", paths, images)
             )
         name, default, qualities, fingerprint = _default_codec()
-        if fingerprint == vr_fingerprint:  # the shipped default is student-vr: measured above
-            name = f"{name[:-1]}: {VR_RUN}'s weights)"
-            curves.append(curves[0] | {"name": name, "description": name})
+        if fingerprint in measured:  # the shipped default is one of the runs: measured above
+            run, curve = measured[fingerprint]
+            name = f"{name[:-1]}: {run}'s weights)"
+            curves.append(curve | {"name": name, "description": name})
         else:
             curves.append(_curve(name, default, images, qualities))
-    vr_compute = status[VR_RUN]["core_hours"] + status[VR_RUN]["gpu_hours"]
+    vr_compute = ", ".join(
+        f"{run} {status[run]['steps']:,} steps, "
+        f"{status[run]['core_hours'] + status[run]['gpu_hours']:.2f} core-h"
+        for run in vr_runs
+    )
     fixed_compute = sum(status[n]["core_hours"] + status[n]["gpu_hours"] for n in done)
     table = []
     for curve in curves:
@@ -152,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         (
             "Regenerate: `python scripts/vr_vs_fixed.py -o docs/variable-rate/vs-fixed` (needs the "
-            "campaign state). Both start from `student-scratch`; compute after it: "
-            f"{VR_RUN} {status[VR_RUN]['steps']:,} steps, {vr_compute:.2f} core-h; the fixed-rate runs "
+            "campaign state). Each run starts from a scratch student (its `init`: "
+            + ", ".join(f"{run} from `{plan.run(run).init}`" for run in [*vr_runs, fixed_runs[0]])
+            + f"); compute after it: {vr_compute}; the fixed-rate runs "
             f"{sum(status[n]['steps'] for n in done):,} steps, {fixed_compute:.2f} core-h "
             f"({len(done)} of {len(fixed_runs)} finished)."
         ),
