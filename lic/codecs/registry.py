@@ -48,14 +48,21 @@ def list_codecs() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _listing() -> str:
+    """The registered names on one short line: a variant with a variable-rate twin once."""
+    names = list_codecs()
+    paired = [n for n in names if f"{n}-vr" in _REGISTRY]
+    rest = [n for n in names if n not in paired and n.removesuffix("-vr") not in paired]
+    listing = ", ".join(paired) + (" (each also as <name>-vr)" if paired else "")
+    return ", ".join(filter(None, [listing, *rest]))
+
+
 def codec_spec(name: str) -> CodecSpec:
     """The registered variant called ``name``."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UsageError(
-            f"unknown codec {name!r}; registered codecs: {', '.join(list_codecs())}"
-        ) from None
+        raise UsageError(f"unknown codec {name!r}; registered codecs: {_listing()}") from None
 
 
 def _jsonable(value: Any) -> Any:

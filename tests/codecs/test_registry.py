@@ -38,8 +38,12 @@ def test_create_codec_records_name_and_full_config() -> None:
 
 
 def test_unknown_names_and_arguments_are_usage_errors() -> None:
-    with pytest.raises(UsageError, match="unknown codec 'nope'"):
+    with pytest.raises(UsageError, match="unknown codec 'nope'") as info:
         create_codec("nope")
+    listed = str(info.value).split("registered codecs: ")[1]
+    for name in lic.list_codecs():  # each named, the variable-rate twins once for all
+        assert name.removesuffix("-vr") in listed
+    assert "each also as <name>-vr" in listed and len(str(info.value)) < 250
     with pytest.raises(UsageError, match="no argument"):
         create_codec("student-tiny", width=3)
 
