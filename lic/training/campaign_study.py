@@ -117,7 +117,7 @@ def loss_at(curve: list[tuple[int, float, float]], compute: float) -> float | No
     return float(np.interp(compute, hours, [p[2] for p in curve]))
 
 
-def effective_channels(spec: RunSpec, record: dict[str, Any]) -> float | None:
+def effective_channels(record: dict[str, Any]) -> float | None:
     """The channel term's effective channel count over the run so far: each slice's mean,
     weighted by the steps it spent in phases that logged it."""
     total = weight = 0.0
@@ -159,7 +159,7 @@ def single_rate_rows(plan: Plan) -> list[dict[str, Any]]:
             "teacher_passes": teacher_passes(spec, step),
             "heldout_loss": loss,
             "kodak": record["evals"][-1].get("kodak"),
-            "effective_channels": effective_channels(spec, record),
+            "effective_channels": effective_channels(record),
         }
         base_curve = _curve(base_record) if base_record else []
         if base_curve:

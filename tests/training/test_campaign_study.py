@@ -113,7 +113,7 @@ def test_learning_curve_arithmetic() -> None:
             {"step": 50, "train_running": {key: 8.0}},
         ]
     }
-    assert study.effective_channels(spec, record) == pytest.approx((4 * 10 + 8 * 30) / 40)
+    assert study.effective_channels(record) == pytest.approx((4 * 10 + 8 * 30) / 40)
 
 
 def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path) -> None:
