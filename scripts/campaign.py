@@ -61,9 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         STATE_BUDGET_BYTES,
         compact_finished,
         expected_state_bytes,
+        reserved_state_bytes,
         run_progress,
         runnable,
-        state_bytes,
     )
 
     plan = _plan(args)
@@ -130,11 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             break
         free = jobs - len(running)
         if waiting and free > 0:
-            used = state_bytes(plan) + sum(  # what the running runs will hold once saved
-                max(0, expected_state_bytes(plan.run(name)) - state_bytes(plan, name))
-                for name in running
-                if progress[name] == 0
-            )
+            used = reserved_state_bytes(plan, running)  # once the running runs have saved
             fits = []
             for spec in waiting:
                 if progress[spec.name] == 0 and not plan.run_dir(spec.name).exists():

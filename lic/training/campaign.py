@@ -65,7 +65,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -708,6 +708,50 @@ def state_bytes(plan: Plan, run: str | None = None) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
+def _tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (or of the file itself); files that vanish while they
+    are counted (a writer swapping its state in) count as 0."""
+    total = 0
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        with contextlib.suppress(OSError):
+            if p.is_file():
+                total += p.stat().st_size
+    return total
+
+
+def _state_owner(entry: str) -> str:
+    """The run a top-level entry of the state folder belongs to: ``<run>``, ``<run>.old`` (a swap
+    under way) or ``.<run>.next-<pid>`` (a save being written), see :func:`save_state`."""
+    if entry.startswith(".") and ".next-" in entry:
+        return entry[1:].rsplit(".next-", 1)[0]
+    return entry.removesuffix(".old")
+
+
+def reserved_state_bytes(plan: Plan, running: Iterable[str]) -> int:
+    """What the plan's state holds once the running runs have saved: the files of every other
+    run as they are on disk, and for each running run the larger of its expected size
+    (:func:`expected_state_bytes`) and what it holds now (its folder, a swap's ``.old`` and a save
+    being staged).
+
+    A running run's files are counted on their own and never below its expected size, so a
+    save caught half-written (its staging folder partly written, then renamed in) cannot make
+    the total look smaller than it will be: the campaign's state budget holds under any timing.
+    """
+    running = set(running)
+    root = plan.state_dir / plan.name
+    held: dict[str, int] = dict.fromkeys(running, 0)
+    other = 0
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        owner = _state_owner(entry.name)
+        if owner in running:
+            held[owner] += _tree_bytes(entry)
+        else:
+            other += _tree_bytes(entry)
+    return other + sum(
+        max(expected_state_bytes(plan.run(name)), size) for name, size in held.items()
+    )
+
+
 def expected_state_bytes(spec: RunSpec) -> int:
     """Bytes a run's state takes while it trains: per parameter, 4 (float32 weights) + 2 (the
     EMA's bf16 difference) + 2 (Adam's bf16 second moments), 3% for buffers and the record
@@ -1284,6 +1328,7 @@ __all__ = [
     "iter_records",
     "load_ema",
     "load_plan",
+    "reserved_state_bytes",
     "run_progress",
     "runnable",
     "split_holdout",

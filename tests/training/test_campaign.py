@@ -731,6 +731,34 @@ def test_a_run_waits_while_its_state_would_break_the_budget(setup) -> None:
     assert cp.state_bytes(plan) <= room * 1e6
 
 
+def test_the_reserved_state_never_counts_a_running_run_below_its_expected_size(setup) -> None:
+    """A save caught half-written must not free budget (a CI failure: the scratch student
+    started while the teacher's staging folder was being renamed in)."""
+    plan = _load(setup)
+    root = plan.state_dir / plan.name
+    expected = {n: cp.expected_state_bytes(plan.run(n)) for n in ("teacher", "scratch")}
+
+    def put(entry: str, size: int) -> None:
+        (root / entry).mkdir(parents=True, exist_ok=True)
+        (root / entry / "weights.pt").write_bytes(b"w" * size)
+
+    assert cp.reserved_state_bytes(plan, []) == 0  # nothing saved yet
+    assert cp.reserved_state_bytes(plan, ["scratch"]) == expected["scratch"]
+    put("teacher", 1000)
+    put(".scratch.next-123", 10)  # the scratch student's first save, ten bytes written so far
+    assert cp.reserved_state_bytes(plan, ["scratch"]) == 1000 + expected["scratch"]
+    # not running: what is on disk, whatever it is (a stale staging folder included)
+    assert cp.reserved_state_bytes(plan, []) == 1010 == cp.state_bytes(plan)
+    # a running run over its estimate counts what it holds: the folder, a swap's .old, staging
+    big = expected["scratch"] + 7
+    put("scratch", big)
+    put("scratch.old", 5)
+    assert cp.reserved_state_bytes(plan, ["scratch"]) == 1000 + big + 5 + 10
+    assert cp.reserved_state_bytes(plan, ["teacher", "scratch"]) == (
+        max(1000, expected["teacher"]) + big + 15
+    )
+
+
 def test_lanes_go_to_runs_in_plan_order_with_the_thread_cap(setup) -> None:
     """The plan's order is its priority: a started run goes on before a later one starts."""
     plan_path, shared, state = setup
