@@ -80,6 +80,19 @@ register_codec(
     context_hidden=32,
 )
 register_codec(
+    "student-medium",
+    ChannelARCodec,
+    "the wider student for the top rates: `student-small`'s structure at N=48, M=128 in 4 "
+    "slices (student-small saturates near 29.5 dB on Kodak whatever its λ)",
+    channels=48,
+    latent_channels=128,
+    num_slices=4,
+    res_blocks=(1, 1, 1),
+    swin_depths=(0, 0, 0),
+    hyper_channels=48,
+    context_hidden=48,
+)
+register_codec(
     "student-swin-small",
     ChannelARCodec,
     "CPU-trainable transformer student: `student-small`'s widths with one Swin-V2 block per "
