@@ -704,15 +704,14 @@ def compact_finished(plan: Plan) -> list[tuple[str, str]]:
 
 def state_bytes(plan: Plan, run: str | None = None) -> int:
     """Bytes of the plan's campaign state on disk (what the repository tracks), or of one run's."""
-    folder = plan.state_dir / plan.name if run is None else plan.run_dir(run)
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+    return _tree_bytes(plan.state_dir / plan.name if run is None else plan.run_dir(run))
 
 
 def _tree_bytes(path: Path) -> int:
-    """Bytes of the files under ``path`` (or of the file itself); files that vanish while they
-    are counted (a writer swapping its state in) count as 0."""
+    """Bytes of the files under ``path`` (or of the file itself; 0 if it is missing); files that
+    vanish while they are counted (a writer swapping its state in) count as 0."""
     total = 0
-    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+    for p in path.rglob("*") if path.is_dir() else [path]:
         with contextlib.suppress(OSError):
             if p.is_file():
                 total += p.stat().st_size
