@@ -276,6 +276,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpu_merge(args: argparse.Namespace) -> int:
+    """Unpack ``state.tar.*`` (scripts/gpu_slice.sh's pieces) and merge it (``merge_state``)."""
+    import io
+    import tarfile
+    import tempfile
+
+    from lic.training.campaign import merge_state
+
+    pieces = sorted(Path(args.folder).glob("state.tar.*"))
+    if not pieces:
+        raise UsageError(f"{args.folder}: no state.tar.* pieces (scripts/gpu_slice.sh writes them)")
+    plan = _plan(args)
+    data = b"".join(piece.read_bytes() for piece in pieces)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+                archive.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError) as exc:
+            raise UsageError(
+                f"{args.folder}: the state pieces do not make a tar file ({exc})"
+            ) from None
+        taken = merge_state(plan, Path(tmp))
+    for run, ours, theirs in taken:
+        print(f"{run}: step {ours} -> {theirs}")
+    if not taken:
+        print("nothing taken: every returned run is at or behind the state here")
+    return 0
+
+
 def cmd_gpu_pack(args: argparse.Namespace) -> int:
     """Copy a shard of the training photos (plus all held-out ones) that fits a device command.
 
@@ -460,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
         "-o", "--output", default=str(REPO / "runs" / "campaign" / "default"), help="folder"
     )
     export.set_defaults(func=cmd_export)
+
+    merge = sub.add_parser(
+        "gpu-merge", help="take the runs that a GPU command's state (state.tar.*) got further"
+    )
+    merge.add_argument("folder", help="where the device command's files landed (files_at)")
+    merge.set_defaults(func=cmd_gpu_merge)
 
     pack = sub.add_parser(
         "gpu-pack", help="a shard of the training photos that fits a device command"

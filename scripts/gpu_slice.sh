@@ -6,7 +6,7 @@
 # It installs lic's missing dependencies from .whl/ (when they do not import already), continues
 # the campaign on the GPU for MINUTES (default 9), and writes the whole campaign state as
 # $OUT/state.tar.aa, .ab, ... (15 MiB pieces: a device command returns files of at most 16 MiB).
-# Back here: cat <files_at>/state.tar.* | tar -C campaign -xf -
+# Back here: python scripts/campaign.py gpu-merge <files_at>   (takes the runs that got further)
 # On CPU (the proof that this path works before a GPU is there):
 #   PYTHON=.venv/bin/python DEVICE=cpu MINUTES=2 OUT=/tmp/out bash scripts/gpu_slice.sh
 set -euo pipefail

@@ -502,6 +502,11 @@ def save_state(run_dir: Path, tensors: dict[str, dict], record: dict[str, Any]) 
                 f"{filename} of run {run_dir.name} is {len(data)} bytes, over {MAX_FILE_BYTES}"
             )
     files["state.json"] = (json.dumps(record, indent=1) + "\n").encode()
+    _swap_in(run_dir, files)
+
+
+def _swap_in(run_dir: Path, files: dict[str, bytes]) -> None:
+    """:func:`save_state`'s write-then-two-renames swap of a run's whole folder."""
     staging = run_dir.with_name(f".{run_dir.name}.next-{os.getpid()}")
     old = run_dir.with_name(run_dir.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
@@ -527,6 +532,45 @@ def save_state(run_dir: Path, tensors: dict[str, dict], record: dict[str, Any]) 
         ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def merge_state(plan: Plan, returned: Path) -> list[tuple[str, int, int]]:
+    """Take the runs of another copy of the state (a GPU command's) that got further.
+
+    ``returned`` is a copy of the state folder (``<returned>/<plan>/<run>/``). A run is taken
+    when its returned record has more steps than the local one (or the local one has not
+    started), and swapped in whole like a save (:func:`save_state`), so runs trained here in
+    the meantime, which the copy has at fewer steps, are kept. Partition the runs between the
+    devices (``run --only``) so that no run trains on both at once.
+
+    Returns:
+        ``(run, local step, returned step)`` of every run taken, in plan order.
+
+    Raises:
+        UsageError: ``returned`` holds no state of this plan.
+        CheckpointError: a returned record cannot be used.
+    """
+    root = returned / plan.name
+    if not root.is_dir():
+        raise UsageError(f"{returned} holds no state of plan {plan.name!r} (no {root})")
+    taken = []
+    for spec in plan.runs:
+        theirs = read_record(root / spec.name)
+        if theirs is None:
+            continue
+        ours = read_record(plan.run_dir(spec.name))
+        ours_step = ours["step"] if ours is not None else 0
+        if theirs["step"] <= ours_step:
+            continue
+        source = root / spec.name
+        if not (source / "state.json").is_file():  # a swap cut in half there: its .old is whole
+            source = root / f"{spec.name}.old"
+        files = {p.name: p.read_bytes() for p in sorted(source.iterdir()) if p.is_file()}
+        plan.run_dir(spec.name).parent.mkdir(parents=True, exist_ok=True)
+        _repair(plan.run_dir(spec.name))
+        _swap_in(plan.run_dir(spec.name), files)
+        taken.append((spec.name, ours_step, theirs["step"]))
+    return taken
 
 
 def load_tensors(run_dir: Path, filename: str, *keys: str) -> dict:

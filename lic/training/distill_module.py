@@ -31,7 +31,9 @@ class DistillationModule(RateDistortionModule):
     :mod:`lic.distill.terms`: feature, channel, cwd, output, entropy). The
     teacher is frozen: eval mode, no gradients, kept out of the module tree (so it is neither
     optimised nor written into training checkpoints), and its weights fingerprint is checked
-    unchanged at the end of training. The adapters train with the student's main optimizer.
+    unchanged at the end of training. It still follows the module's device and dtype moves
+    (``.to``, ``.cpu``, Lightning's move back to the CPU after ``fit``), so a finished fit
+    leaves no teacher behind in GPU memory. The adapters train with the student's main optimizer.
 
     Args:
         codec: the student.
@@ -124,6 +126,13 @@ class DistillationModule(RateDistortionModule):
     def trainable_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         main, aux = super().trainable_parameters()
         return main + list(self.distiller.parameters()), aux
+
+    def _apply(self, fn: Any, recurse: bool = True) -> DistillationModule:
+        # nn.Module's one hook behind .to/.cpu/.cuda/.double: apply it to the teacher as well.
+        super()._apply(fn, recurse)
+        if recurse:
+            self.teacher._apply(fn)
+        return self
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

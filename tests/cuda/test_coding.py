@@ -76,16 +76,19 @@ def test_a_cuda_encode_gives_the_bytes_of_a_cpu_encode(default_pair, photo) -> N
     assert coding.encode(on_cuda, photo, quality) == coding.encode(on_cpu, photo, quality)
 
 
-def test_decompress_reproduces_the_eval_forward_on_cuda(cuda) -> None:
-    """As on the CPU (tests/codecs/test_roundtrip.py): the decoder is the eval forward pass."""
+def test_decompress_reproduces_the_eval_forward_on_cuda_within_the_bound(cuda) -> None:
+    """As on the CPU (tests/codecs/test_roundtrip.py), the decoder is the eval forward pass, but
+    on CUDA only up to the float synthesis: the first GPU run (H100, 2026-11-23) found the two
+    reconstructions unequal bit for bit, since cuDNN (TF32 by default) does not promise the same
+    float result from two calls. The designed bound is the cross-device one: one 8-bit level."""
     image = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
     codec = perturbed_codec("teacher-tiny", image, steps=10).to(cuda)
     x = image.to(cuda)
     with torch.no_grad():
         out = codec(x)
         decoded = codec.decompress(codec.compress(x))
-    assert decoded.is_cuda
-    assert torch.equal(decoded, out.x_hat.clamp(0, 1))
+    assert decoded.is_cuda and decoded.shape == image.shape
+    assert _largest_difference(decoded, out.x_hat.clamp(0, 1)) <= PIXEL_BOUND
 
 
 def test_encode_and_decode_commands_on_cuda(tmp_path, capsys) -> None:

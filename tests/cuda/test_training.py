@@ -96,6 +96,13 @@ def test_feds_teacher_runs_on_the_gpu_and_stays_frozen(teacher_checkpoint, tmp_p
         teacher=teacher,
         schedule=PhaseSchedule([Phase("joint", 4, feature_weight=1.0, channel_weight=1.0)]),
     )
+    devices: list[tuple[str, str]] = []
+
+    class RecordDevices(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            teacher_device = next(pl_module.teacher.parameters()).device.type
+            devices.append((teacher_device, next(pl_module.codec.parameters()).device.type))
+
     data = DataLoader([torch.rand(3, 64, 64) for _ in range(8)], batch_size=2)
     trainer = pl.Trainer(
         accelerator="gpu",
@@ -107,10 +114,12 @@ def test_feds_teacher_runs_on_the_gpu_and_stays_frozen(teacher_checkpoint, tmp_p
         enable_model_summary=False,
         limit_val_batches=0,
         default_root_dir=tmp_path,
+        callbacks=[RecordDevices()],
     )
     trainer.fit(module, train_dataloaders=data)
     assert trainer.global_step == 4
-    assert all(p.is_cuda for p in teacher.parameters())
-    assert all(p.is_cuda for p in module.codec.parameters())
+    assert devices == [("cuda", "cuda")] * 4  # both on the GPU while training
+    # Lightning moves the fitted module back to the CPU; the teacher goes with it.
+    assert all(not p.is_cuda for p in teacher.parameters())
     assert weights_fingerprint(teacher) == before and not teacher.training
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.adapters.parameters())

@@ -107,6 +107,28 @@ def test_teacher_is_frozen_and_unchanged(teacher_checkpoint, tmp_path) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.adapters.parameters())
 
 
+def test_the_teacher_follows_the_module_s_moves_but_stays_out_of_its_tree(
+    teacher_checkpoint,
+) -> None:
+    """Lightning moves a fitted module back to the CPU; the teacher (not a submodule) must go
+    with it rather than stay behind in GPU memory. Checked here through a dtype move, which
+    takes the same ``nn.Module._apply`` path as a device move."""
+    module = DistillationModule(
+        lic.create_codec("student-tiny"),
+        RateDistortionLoss(0.013),
+        optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
+        aux_optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
+        teacher=lic.load_codec(teacher_checkpoint),
+        schedule=PhaseSchedule([Phase("joint", 4, 1.0, 1.0)]),
+    )
+    assert module.double() is module
+    assert all(p.dtype == torch.float64 for p in module.teacher.parameters())
+    assert all(p.dtype == torch.float64 for p in module.codec.parameters())
+    module.float()
+    assert all(p.dtype == torch.float32 for p in module.teacher.parameters())
+    assert not any(key.startswith("teacher") for key in module.state_dict())
+
+
 def test_teacher_of_another_lambda_is_refused(teacher_checkpoint, image_folder, tmp_path) -> None:
     with pytest.raises(LicError, match="lambda=0.013, this run uses lambda=0.0067"):
         train(

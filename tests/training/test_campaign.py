@@ -823,3 +823,54 @@ def test_only_continues_the_runs_named(setup) -> None:
         process.returncode != 0
         and err.strip() == "campaign: error: --only: the plan has no run 'nope'"
     )
+
+
+def test_gpu_merge_takes_the_runs_a_gpu_command_got_further_and_keeps_the_rest(
+    setup, tmp_path: Path
+) -> None:
+    import io
+    import tarfile
+
+    plan = _load(setup)
+    cp.train_slice(plan, "scratch", seconds=60, max_steps=2, evaluate=False)
+    returned = tmp_path / "returned"
+    shutil.copytree(plan.state_dir, returned)  # what a GPU command starts from
+    there = cp.load_plan(setup[0], setup[1], returned)
+    cp.train_slice(there, "teacher", seconds=60, max_steps=3, evaluate=False)  # "on the GPU"
+    cp.train_slice(plan, "scratch", seconds=60, max_steps=2, evaluate=False)  # here, meanwhile
+    here_scratch = (plan.run_dir("scratch") / "state.json").read_bytes()
+
+    files = tmp_path / "files_at"  # the pieces scripts/gpu_slice.sh returns
+    files.mkdir()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(returned, arcname=".")
+    data = buffer.getvalue()
+    (files / "state.tar.aa").write_bytes(data[: len(data) // 2])
+    (files / "state.tar.ab").write_bytes(data[len(data) // 2 :])
+    process = _script(setup, "gpu-merge", str(files))
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err
+    assert out.strip() == "teacher: step 0 -> 3"
+    assert cp.run_progress(plan) == {"teacher": 3, "scratch": 4, "feds": 0}
+    assert (plan.run_dir("scratch") / "state.json").read_bytes() == here_scratch
+    for name in cp.STATE_FILES:  # the teacher's files are the returned ones, byte for byte
+        assert (plan.run_dir("teacher") / name).read_bytes() == (
+            there.run_dir("teacher") / name
+        ).read_bytes()
+    assert sorted(p.name for p in plan.run_dir("teacher").parent.iterdir()) == [
+        "scratch",
+        "teacher",
+    ]  # no staging or .old folder left
+
+    process = _script(setup, "gpu-merge", str(files))  # again: nothing is further any more
+    out, _ = process.communicate(timeout=240)
+    assert process.returncode == 0 and out.startswith("nothing taken")
+    (files / "state.tar.ab").unlink()
+    process = _script(setup, "gpu-merge", str(files))  # a piece missing: a clear error
+    _out, err = process.communicate(timeout=240)
+    assert process.returncode != 0 and len(err.strip().splitlines()) == 1
+    assert "do not make a tar file" in err
+    process = _script(setup, "gpu-merge", str(tmp_path / "nowhere"))
+    _out, err = process.communicate(timeout=240)
+    assert process.returncode != 0 and "no state.tar.* pieces" in err
