@@ -50,6 +50,26 @@ def portable_path(path: str | os.PathLike[str]) -> str:
     return f"<shared>/{relative.as_posix()}"
 
 
+def recorded_path(path: str | os.PathLike[str]) -> str:
+    """How an input file is named in results and reports: never a path of this machine.
+
+    Shipped default weights as ``lic/weights/...``; the shared material as
+    :func:`portable_path` writes it; a file under the working directory relative to it; any
+    other absolute path (a temporary export, say) by its file name alone.
+    """
+    from lic.pretrained import WEIGHTS_DIR
+
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(WEIGHTS_DIR):
+        return f"lic/weights/{resolved.relative_to(WEIGHTS_DIR).as_posix()}"
+    shared = portable_path(resolved)
+    if shared.startswith("<shared>/"):
+        return shared
+    if resolved.is_relative_to(Path.cwd().resolve()):
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    return Path(path).name if Path(path).is_absolute() else str(path)
+
+
 def data_root() -> Path:
     """Where ``lic datasets download`` puts datasets by default: ``$LIC_DATA``, else ``datasets``."""
     return Path(os.environ.get("LIC_DATA", "datasets"))

@@ -55,3 +55,17 @@ def test_paths_in_the_shared_folder_are_recorded_without_the_machine_s_location(
         paths.portable_path(tmp_path / "shared" / "datasets" / "train") == "<shared>/datasets/train"
     )
     assert paths.portable_path(tmp_path / "photos") == str(tmp_path / "photos")
+
+
+def test_files_in_results_are_named_without_the_machine_s_location(tmp_path, monkeypatch) -> None:
+    from lic.pretrained import WEIGHTS_DIR
+
+    monkeypatch.setenv("LIC_SHARED", str(tmp_path / "shared"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert paths.recorded_path(WEIGHTS_DIR / "a.ckpt") == "lic/weights/a.ckpt"
+    assert paths.recorded_path(tmp_path / "shared" / "k.json") == "<shared>/k.json"
+    assert paths.recorded_path(tmp_path / "work" / "runs" / "c.ckpt") == "runs/c.ckpt"
+    assert paths.recorded_path("runs/c.ckpt") == "runs/c.ckpt"
+    assert paths.recorded_path(tmp_path / "elsewhere" / "x.ckpt") == "x.ckpt"  # a temporary export
+    assert paths.recorded_path("../y.json") == "../y.json"  # relative: as given

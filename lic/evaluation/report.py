@@ -11,6 +11,7 @@ from lic.errors import UsageError
 from lic.evaluation.bd import BDWarning, bd_psnr, bd_rate
 from lic.evaluation.metrics import ms_ssim_db
 from lic.files import atomic_output
+from lic.paths import recorded_path
 
 
 def load_results(path: Path) -> dict:
@@ -21,7 +22,7 @@ def load_results(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path}: not a results JSON ({type(exc).__name__}: {exc})") from None
     data.setdefault("name", Path(path).stem)
-    data["source"] = str(path)
+    data["source"] = recorded_path(path)
     return data
 
 

@@ -28,6 +28,7 @@ from lic.evaluation.anchors import Anchor, get_anchor
 from lic.evaluation.metrics import ms_ssim_rgb, psnr_rgb
 from lic.files import atomic_output
 from lic.imageio import load_image, tensor_to_pixels
+from lic.paths import recorded_path
 
 RESULT_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
 
@@ -72,22 +73,6 @@ def _measure(
         enc,
         dec,
     )
-
-
-def _recorded_path(path: Path) -> str:
-    """How a checkpoint is named in results: never an absolute path of this machine.
-
-    Shipped default weights are named inside the package (``lic/weights/...``); other files
-    relative to the working directory when under it, else as given.
-    """
-    from lic.pretrained import WEIGHTS_DIR
-
-    resolved = Path(path).resolve()
-    if resolved.is_relative_to(WEIGHTS_DIR):
-        return f"lic/weights/{resolved.relative_to(WEIGHTS_DIR)}"
-    if resolved.is_relative_to(Path.cwd()):
-        return str(resolved.relative_to(Path.cwd()))
-    return str(path)
 
 
 def evaluate_checkpoint(
@@ -153,7 +138,7 @@ def evaluate_checkpoint(
                 "parameters": sum(p.numel() for p in codec.parameters()),
                 "fingerprint": codec.fingerprint,
                 "lmbda": lmbda,
-                "checkpoint": _recorded_path(path),
+                "checkpoint": recorded_path(path),
             }
             | ({"quality": quality} if quality is not None else {})
         )
