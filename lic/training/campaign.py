@@ -493,8 +493,6 @@ def save_state(run_dir: Path, tensors: dict[str, dict], record: dict[str, Any]) 
     """
     from lic.checkpoint import plain_bytes
 
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    _repair(run_dir)
     files = {filename: plain_bytes(payload) for filename, payload in tensors.items()}
     for filename, data in files.items():
         if len(data) > MAX_FILE_BYTES:
@@ -506,7 +504,10 @@ def save_state(run_dir: Path, tensors: dict[str, dict], record: dict[str, Any]) 
 
 
 def _swap_in(run_dir: Path, files: dict[str, bytes]) -> None:
-    """:func:`save_state`'s write-then-two-renames swap of a run's whole folder."""
+    """:func:`save_state`'s write-then-two-renames swap of a run's whole folder (after
+    repairing an interrupted one)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    _repair(run_dir)
     staging = run_dir.with_name(f".{run_dir.name}.next-{os.getpid()}")
     old = run_dir.with_name(run_dir.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
@@ -566,8 +567,6 @@ def merge_state(plan: Plan, returned: Path) -> list[tuple[str, int, int]]:
         if not (source / "state.json").is_file():  # a swap cut in half there: its .old is whole
             source = root / f"{spec.name}.old"
         files = {p.name: p.read_bytes() for p in sorted(source.iterdir()) if p.is_file()}
-        plan.run_dir(spec.name).parent.mkdir(parents=True, exist_ok=True)
-        _repair(plan.run_dir(spec.name))
         _swap_in(plan.run_dir(spec.name), files)
         taken.append((spec.name, ours_step, theirs["step"]))
     return taken
