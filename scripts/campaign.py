@@ -5,6 +5,7 @@
     python scripts/campaign.py run --minutes 9 --device cuda   # one GPU command (state <= 16 MiB a file)
     python scripts/campaign.py status                          # where every run stands
     python scripts/campaign.py report                          # docs/campaign/: curves, table, plot
+    python scripts/campaign.py measure                         # Kodak points of GPU-trained runs
 
 The plan is ``recipes/campaign/<plan>.yaml`` (``--plan``, default ``default``); the state lives in
 ``campaign/<plan>/`` (``--state-dir``), tracked in git, so a fresh clone continues it. ``run`` gives
@@ -276,6 +277,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_measure(args: argparse.Namespace) -> int:
+    """Kodak points for finished runs whose final evaluation lacks one (GPU commands)."""
+    import tempfile
+
+    from lic.training.campaign import measure_kodak, unmeasured_runs
+
+    plan = _plan(args)
+    runs = args.runs or unmeasured_runs(plan)
+    if not runs:
+        print("every finished run has its Kodak point")
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:
+            point = measure_kodak(plan, run, Path(tmp))
+            print(f"{run}: Kodak {point['bpp']:.4f} bpp, {point['psnr']:.2f} dB")
+    return 0
+
+
 def cmd_gpu_merge(args: argparse.Namespace) -> int:
     """Unpack ``state.tar.*`` (scripts/gpu_slice.sh's pieces) and merge it (``merge_state``)."""
     import io
@@ -489,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         "-o", "--output", default=str(REPO / "runs" / "campaign" / "default"), help="folder"
     )
     export.set_defaults(func=cmd_export)
+
+    measure = sub.add_parser(
+        "measure", help="Kodak points of finished runs trained without Kodak (GPU commands)"
+    )
+    measure.add_argument("runs", nargs="*", help="default: every finished run without one")
+    measure.set_defaults(func=cmd_measure)
 
     merge = sub.add_parser(
         "gpu-merge", help="take the runs that a GPU command's state (state.tar.*) got further"

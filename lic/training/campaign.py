@@ -805,6 +805,81 @@ def expected_state_bytes(spec: RunSpec) -> int:
     return int(parameters * 8 * 1.03 * (1.1 if spec.teacher else 1.0))
 
 
+def kodak_point(
+    kodak: Path | None, export_path: Path, device: torch.device | str = "cpu"
+) -> dict[str, float] | None:
+    """Mean bpp and PSNR of a codec checkpoint over the Kodak PNGs, through real bitstreams.
+
+    Learning curves only, never selection. None where there is no Kodak folder (a GPU command
+    carries only training photos).
+    """
+    from lic import coding
+    from lic.checkpoint import load_codec
+    from lic.evaluation.metrics import psnr_rgb
+    from lic.imageio import load_image, tensor_to_pixels
+
+    if kodak is None or not kodak.is_dir():
+        return None
+    paths = sorted(p for p in kodak.iterdir() if p.suffix.lower() == ".png")
+    if not paths:
+        return None
+    codec = load_codec(export_path, device=device)
+    bpps, psnrs = [], []
+    for path in paths:
+        pixels = load_image(path).pixels
+        x = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+        data = coding.encode(codec, x)
+        decoded = tensor_to_pixels(coding.decode(codec, data))
+        bpps.append(8 * len(data) / (pixels.shape[0] * pixels.shape[1]))
+        psnrs.append(psnr_rgb(pixels, decoded))
+    return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "images": len(paths)}
+
+
+def unmeasured_runs(plan: Plan) -> list[str]:
+    """Finished runs whose final evaluation has no Kodak point (trained where Kodak was not)."""
+    names = []
+    for spec, record in iter_records(plan):
+        if record is None or record["step"] < spec.steps or not record["evals"]:
+            continue
+        last = record["evals"][-1]
+        if last["step"] == record["step"] and "kodak" not in last:
+            names.append(spec.name)
+    return names
+
+
+def measure_kodak(plan: Plan, run: str, work_dir: Path) -> dict[str, float]:
+    """Add the Kodak point to a finished run's final evaluation, from its saved weights.
+
+    A GPU command evaluates on the held-out photos it carries but has no Kodak; this measures
+    the same exported EMA weights here and writes the point into the record's last evaluation
+    (the run's files swapped in whole, like a save). Only finished runs: a running one's next
+    slice would overwrite the record (and measures Kodak itself where Kodak is).
+
+    Raises:
+        UsageError: the run is unknown, unfinished, or there is no Kodak folder.
+    """
+    spec, run_dir = plan.run(run), plan.run_dir(run)
+    record = read_record(run_dir)
+    if record is None or record["step"] < spec.steps:
+        step = 0 if record is None else record["step"]
+        raise UsageError(
+            f"run {run!r} is not finished ({step} of {spec.steps} steps): "
+            "its next slice measures Kodak"
+        )
+    if not record["evals"] or record["evals"][-1]["step"] != record["step"]:
+        raise UsageError(f"run {run!r} has no evaluation at its final step {record['step']}")
+    point = kodak_point(plan.kodak_dir, export_run(plan, run, work_dir / f"{run}.ckpt"))
+    if point is None:
+        raise UsageError(f"no Kodak PNGs in {plan.kodak_dir}")
+    _repair(run_dir)
+    record = read_record(run_dir)  # re-read: nothing else may have changed it meanwhile
+    record["evals"][-1]["kodak"] = point
+    files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+    files["state.json"] = (json.dumps(record, indent=1) + "\n").encode()
+    _swap_in(run_dir, files)
+    return point
+
+
 def export_run(plan: Plan, run: str, path: Path) -> Path:
     """Write a run's saved EMA weights as a codec checkpoint (for ``lic encode``, evaluation).
 
@@ -1159,34 +1234,7 @@ class RunTrainer:
 
     def evaluate_kodak(self, export_path: Path) -> dict[str, float] | None:
         """Mean bpp and PSNR over the Kodak folder through real bitstreams (not for selection)."""
-        from lic import coding
-        from lic.checkpoint import load_codec
-        from lic.evaluation.metrics import psnr_rgb
-        from lic.imageio import load_image, tensor_to_pixels
-
-        kodak = self.plan.kodak_dir
-        if kodak is None or not kodak.is_dir():
-            return None
-        paths = sorted(p for p in kodak.iterdir() if p.suffix.lower() == ".png")
-        if not paths:
-            return None
-        codec = load_codec(export_path, device=self.device)
-        bpps, psnrs = [], []
-        for path in paths:
-            pixels = load_image(path).pixels
-            x = (
-                torch.from_numpy(pixels)
-                .permute(2, 0, 1)
-                .float()
-                .div(255)
-                .unsqueeze(0)
-                .to(self.device)
-            )
-            data = coding.encode(codec, x)
-            decoded = tensor_to_pixels(coding.decode(codec, data))
-            bpps.append(8 * len(data) / (pixels.shape[0] * pixels.shape[1]))
-            psnrs.append(psnr_rgb(pixels, decoded))
-        return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "images": len(paths)}
+        return kodak_point(self.plan.kodak_dir, export_path, self.device)
 
     # -- saving ---------------------------------------------------------------------------
 
@@ -1368,8 +1416,10 @@ __all__ = [
     "expected_state_bytes",
     "export_run",
     "iter_records",
+    "kodak_point",
     "load_ema",
     "load_plan",
+    "measure_kodak",
     "reserved_state_bytes",
     "run_progress",
     "runnable",
@@ -1378,4 +1428,5 @@ __all__ = [
     "state_bytes",
     "train_slice",
     "training_split",
+    "unmeasured_runs",
 ]

@@ -46,8 +46,10 @@ SCHEDULE_FIELDS = (
     "warmup",
     "decay_from",
     "ema_decay",
-    "precision",
 )
+# Not ``precision``: ``auto`` resolves per machine (fp32 on a CPU without bf16, bf16 on a GPU), so
+# runs of one plan already mix fp32 and bf16 slices whatever they declare; each slice's record
+# says what it ran in.
 #: The channel term's effective channel count, as the campaign logs it.
 EFFECTIVE_CHANNELS = "distill/channel/effective_channels"
 
@@ -243,13 +245,44 @@ def compute_hours(plan: Plan, runs: tuple[str, ...]) -> float:
     return sum(r["compute"]["cpu_core_hours"] + r["compute"]["gpu_hours"] for r in records if r)
 
 
+def _reusable(folder: Path, checkpoints: list[Path], images: list[Path]) -> Path | None:
+    """The results JSON in ``folder`` of these very checkpoints (by weights fingerprint, in
+    order) on these very images, if an earlier evaluation wrote one; else None."""
+    import csv
+    import json
+
+    from lic.checkpoint import load_codec
+
+    table = folder / "per-image.csv"
+    found = sorted(folder.glob("*.json"))
+    if len(found) != 1 or not table.is_file():
+        return None
+    try:
+        results = json.loads(found[0].read_text())
+        with open(table, newline="") as handle:
+            coded = {row["image"] for row in csv.DictReader(handle)}
+    except (OSError, ValueError, KeyError):
+        return None
+    wanted = [load_codec(path).fingerprint for path in checkpoints]
+    had = [entry.get("fingerprint") for entry in results.get("checkpoints", [])]
+    if had != wanted or coded != {path.name for path in images}:
+        return None
+    if results.get("images") != len(images):
+        return None
+    return found[0]
+
+
 def evaluate_curve(
     plan: Plan, curve: RateCurve, images: list[Path], output: Path, workdir: Path, dataset: str
 ) -> dict[str, list[dict]]:
     """Code ``images`` with every run of ``curve`` (exported from the campaign state) through
     real bitstreams; write ``output/<role>/`` (results JSON, per-image CSV) and the BD-rate
     reports against the baseline and the teacher curves (``output/vs-baseline/``,
-    ``output/vs-teacher/``); returns the reports' rows."""
+    ``output/vs-teacher/``); returns the reports' rows.
+
+    A role whose folder already holds the results of the same weights (fingerprints) on the
+    same images is not coded again: a finished run's weights never change, so regenerating the
+    study after one more curve or ablation costs only what is new."""
     from lic.evaluation.report import write_report
     from lic.evaluation.runner import run_evaluation
     from lic.training.campaign import export_run
@@ -257,6 +290,10 @@ def evaluate_curve(
     files = []
     for which in ROLES:
         paths = [export_run(plan, run, workdir / f"{run}.ckpt") for run in getattr(curve, which)]
+        earlier = _reusable(output / which, paths, images)
+        if earlier is not None:
+            files.append(earlier)
+            continue
         files += run_evaluation(
             images, paths, output / which, name=curve.label(which), dataset=dataset
         )

@@ -874,3 +874,44 @@ def test_gpu_merge_takes_the_runs_a_gpu_command_got_further_and_keeps_the_rest(
     process = _script(setup, "gpu-merge", str(tmp_path / "nowhere"))
     _out, err = process.communicate(timeout=240)
     assert process.returncode != 0 and "no state.tar.* pieces" in err
+
+
+def test_measure_adds_the_kodak_point_a_gpu_command_could_not(setup) -> None:
+    import dataclasses
+
+    plan = _load(setup)
+    no_kodak = dataclasses.replace(plan, kodak_dir=None)  # a GPU command carries no Kodak
+    cp.train_slice(no_kodak, "teacher", seconds=60, max_steps=3)
+    cp.train_slice(plan, "scratch", seconds=60, max_steps=1, evaluate=False)
+    run_dir = plan.run_dir("teacher")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    record = cp.read_record(run_dir)
+    assert "kodak" not in record["evals"][-1] and "heldout" in record["evals"][-1]
+    assert cp.unmeasured_runs(plan) == ["teacher"]  # scratch is unfinished, feds not started
+
+    process = _script(setup, "measure")
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err
+    assert out.startswith("teacher: Kodak ") and out.count("\n") == 1
+    after = cp.read_record(run_dir)
+    point = after["evals"][-1]["kodak"]
+    assert point["images"] == 2 and point["bpp"] > 0 and point["psnr"] > 0  # 3 steps: ~6 dB
+    # the same point the slice would have measured: the exported EMA through real bitstreams
+    exported = cp.export_run(plan, "teacher", plan.work_dir / "check.ckpt")
+    assert cp.kodak_point(plan.kodak_dir, exported) == point
+    after["evals"][-1].pop("kodak")
+    assert after == record  # nothing else in the record changed
+    for name, data in before.items():  # and the weights are the same files
+        if name != "state.json":
+            assert (run_dir / name).read_bytes() == data
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["scratch", "teacher"]
+
+    process = _script(setup, "measure")
+    out, _ = process.communicate(timeout=240)
+    assert process.returncode == 0 and out.startswith("every finished run has its Kodak point")
+    process = _script(setup, "measure", "scratch")  # unfinished: one clear line, nothing written
+    before_scratch = (plan.run_dir("scratch") / "state.json").read_bytes()
+    _out, err = process.communicate(timeout=240)
+    assert process.returncode != 0 and len(err.strip().splitlines()) == 1
+    assert "not finished (1 of 100000 steps)" in err
+    assert (plan.run_dir("scratch") / "state.json").read_bytes() == before_scratch

@@ -174,3 +174,26 @@ def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path
     assert cells[2] == "0.0035, 0.18" and len(cells) == 7
     for cell in cells[3:6]:  # vs baseline, vs teacher, the teacher vs baseline: a figure or why not
         assert cell.endswith("%") or cell.startswith("n/a (")
+
+    # Again: the same weights on the same images are not coded again (the results are reused)...
+    results_files = {p: p.read_bytes() for p in (out / "feds" / "kodak").glob("*/*.json")}
+    results_files = {p: d for p, d in results_files.items() if p.parent.name in study.ROLES}
+    assert len(results_files) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in results_files}
+    distilled = next(p for p in results_files if p.parent.name == "distilled")
+    stale = json.loads(distilled.read_text())
+    stale["checkpoints"][0]["fingerprint"] = "0" * 64  # ...but other weights are
+    distilled.write_text(json.dumps(stale))
+    stamps[distilled] = distilled.stat().st_mtime_ns
+    again = _evidence(*common, "--min-points", "2")
+    assert again.returncode == 0, again.stderr
+    for path, stamp in stamps.items():
+        assert (path.stat().st_mtime_ns == stamp) == (path != distilled), path
+    recoded, first = json.loads(distilled.read_text()), json.loads(results_files[distilled])
+    for key in ("bpp", "psnr-rgb"):  # coded again: the same figures (timings aside)
+        assert recoded["results"][key] == first["results"][key]
+    assert recoded["checkpoints"] == first["checkpoints"]
+    assert (out / "README.md").read_text() == readme
+    fewer = _evidence(*common, "--min-points", "2", "--limit", "1")  # other images: coded again
+    assert fewer.returncode == 0, fewer.stderr
+    assert json.loads(distilled.read_text())["images"] == 1
