@@ -52,16 +52,16 @@ def _single_rate_table(rows: list[dict]) -> list[str]:
         (
             "| run | baseline | steps | teacher passes | compute h (baseline) | held-out loss "
             "(baseline) | Δ loss, equal steps | Δ loss, equal compute | to baseline's final loss: "
-            "steps, compute h | Kodak bpp / dB (baseline) | effective channels |"
+            "steps, compute h | Kodak bpp / dB (baseline) | effective channels | trained on (baseline) |"
         ),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         kodak, base_kodak = r.get("kodak"), r.get("baseline_kodak")
         lines.append(
             f"| {r['run']} | {r['baseline']} | {r['step']:,} of {r['target']:,} "
             f"| {r['teacher_passes']:,} "
-            f"| {r['compute_hours']:.2f} ({_num(r.get('baseline_compute_hours'), '.2f')}) "
+            f"| {_num(r['compute_hours'], '.2f')} ({_num(r.get('baseline_compute_hours'), '.2f')}) "
             f"| {r['heldout_loss']:.4f} ({_num(r.get('baseline_loss'), '.4f')}) "
             f"| {_num(r.get('loss_vs_baseline_equal_steps_percent'), '+.2f')}% "
             f"| {_num(r.get('loss_vs_baseline_equal_compute_percent'), '+.2f')}% "
@@ -70,7 +70,8 @@ def _single_rate_table(rows: list[dict]) -> list[str]:
             f"| {_num(kodak and kodak['bpp'], '.3f')} / {_num(kodak and kodak['psnr'], '.2f')} "
             f"({_num(base_kodak and base_kodak['bpp'], '.3f')} / "
             f"{_num(base_kodak and base_kodak['psnr'], '.2f')}) "
-            f"| {_num(r['effective_channels'], '.1f')} |"
+            f"| {_num(r['effective_channels'], '.1f')} "
+            f"| {r['trained_on']} ({r.get('baseline_trained_on', '–')}) |"
         )
     return lines
 
@@ -147,9 +148,13 @@ def _main(argv: list[str] | None) -> int:
         *(_single_rate_table(rows) if rows else ["No distilled run has been measured yet."]),
         "",
         "Δ loss: the run's held-out RD loss against its baseline's (negative: better). Equal",
-        "compute: both learning curves at the smaller of the two compute totals (CPU core-hours",
-        "plus GPU hours, which include the teacher's forward passes). Effective channels: `1/Σw²`",
-        "of the channel term's weights, over the steps that used it.",
+        "compute: both learning curves at the smaller of the two compute totals, in CPU",
+        "core-hours, which include the teacher's forward passes; a step trained on a GPU counts",
+        "at the run's own CPU cost per step (or, for a run trained only on a GPU, at that of the",
+        "run it starts from), since a GPU shared by several runs gives no comparable hours; `–`",
+        "where there is no CPU cost to count it at. Effective channels: `1/Σw²` of the channel",
+        "term's weights, over the steps that used it. Trained on: where the steps ran and with",
+        "what precision of the transforms (bf16 autocast or fp32; the entropy model is fp32).",
         "",
         "## Over λ (real bitstreams; BD-rate, pchip, over the common PSNR range)",
         "",
@@ -160,7 +165,7 @@ def _main(argv: list[str] | None) -> int:
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for entry in summary["curves"]:
-        hours = " / ".join(f"{entry['compute_hours'][r]:.2f}" for r in study.ROLES)
+        hours = " / ".join(_num(entry["compute_hours"][r], ".2f") for r in study.ROLES)
         lambdas = ", ".join(f"{v:g}" for v in entry["lambdas"]) or "none finished"
         if not entry["datasets"]:
             waiting = ", ".join(entry["waiting_for"]) or "nothing"

@@ -54,6 +54,7 @@ Design choices (ours; see README "Training campaign"):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -225,6 +226,15 @@ def load_plan(path: str | os.PathLike[str], shared: Path, state_dir: Path) -> Pl
         for key in ("crops", "phases", "taps"):
             if key in values:
                 values[key] = tuple(tuple(v) if key == "crops" else v for v in values[key])
+        missing = [
+            f.name
+            for f in RunSpec.__dataclass_fields__.values()
+            if f.name not in values
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise UsageError(f"{path}: run {name!r} needs {', '.join(missing)}")
         spec = RunSpec(**values)
         if spec.codec not in list_codecs():
             raise UsageError(f"{path}: run {name!r}: unknown codec {spec.codec!r}")
@@ -956,6 +966,40 @@ def new_record(spec: RunSpec) -> dict[str, Any]:
     }
 
 
+def cpu_seconds_per_step(plan: Plan, run: str) -> float | None:
+    """What one step of ``run`` costs on a CPU, in core-seconds: its CPU slices' training time
+    times their threads, over their steps; for a run trained only on a GPU, the cost of the run
+    it starts from (``init``); None where neither has a CPU slice."""
+    record = read_record(plan.run_dir(run))
+    cpu = [
+        part
+        for part in (record or {}).get("slices", [])
+        if part.get("device") != "cuda" and part["to_step"] > part["from_step"]
+    ]
+    if cpu:
+        seconds = sum(part["train_seconds"] * part.get("threads", 1) for part in cpu)
+        return seconds / sum(part["to_step"] - part["from_step"] for part in cpu)
+    init = plan.run(run).init
+    return cpu_seconds_per_step(plan, init) if init else None
+
+
+def core_hours(
+    record: dict[str, Any], measured: dict[str, Any], cost: float | None
+) -> float | None:
+    """CPU core-hours a run had spent at a measurement, GPU steps counted at ``cost``
+    (core-seconds per step, :func:`cpu_seconds_per_step`) rather than as GPU hours: a GPU
+    hour of a GPU shared by several runs is not a core-hour. None where there were GPU steps
+    and no cost to count them at."""
+    gpu_steps = sum(
+        max(0, min(part["to_step"], measured["step"]) - part["from_step"])
+        for part in record["slices"]
+        if part.get("device") == "cuda"
+    )
+    if gpu_steps and cost is None:
+        return None
+    return measured["cpu_core_hours"] + gpu_steps * (cost or 0.0) / 3600
+
+
 def run_progress(plan: Plan) -> dict[str, int]:
     """Steps each run of the plan has reached (0 when not started)."""
     progress = {}
@@ -1413,6 +1457,8 @@ __all__ = [
     "RunSpec",
     "RunTrainer",
     "compact_finished",
+    "core_hours",
+    "cpu_seconds_per_step",
     "expected_state_bytes",
     "export_run",
     "iter_records",

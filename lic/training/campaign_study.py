@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from lic.training.campaign import Plan, RunSpec, read_record
+from lic.training.campaign import Plan, RunSpec, core_hours, cpu_seconds_per_step, read_record
 
 #: What a baseline shares with its distilled run besides the starting point.
 SCHEDULE_FIELDS = (
@@ -47,9 +47,9 @@ SCHEDULE_FIELDS = (
     "decay_from",
     "ema_decay",
 )
-# Not ``precision``: ``auto`` resolves per machine (fp32 on a CPU without bf16, bf16 on a GPU), so
-# runs of one plan already mix fp32 and bf16 slices whatever they declare; each slice's record
-# says what it ran in.
+# Not ``precision``: ``auto`` resolves per machine (bf16 transforms where the CPU or GPU has bf16,
+# fp32 elsewhere), so what a run declares does not say what it ran in; each slice's record does,
+# and the evidence states where a run and its baseline differ.
 #: The channel term's effective channel count, as the campaign logs it.
 EFFECTIVE_CHANNELS = "distill/channel/effective_channels"
 
@@ -86,17 +86,20 @@ def teacher_passes(spec: RunSpec, step: int) -> int:
     return passes
 
 
-def _curve(record: dict[str, Any]) -> list[tuple[int, float, float]]:
-    """``(step, compute hours, held-out loss)`` of every measurement (compute: CPU core-hours
-    plus GPU hours)."""
+def _curve(record: dict[str, Any], cost: float | None) -> list[tuple[int, float | None, float]]:
+    """``(step, compute hours, held-out loss)`` of every measurement. Compute is CPU
+    core-hours, a GPU step counted at the run's CPU cost per step (``cost``,
+    :func:`lic.training.campaign.cpu_seconds_per_step`; None where there is none)."""
     return [
-        (e["step"], e["cpu_core_hours"] + e["gpu_hours"], e["heldout"]["loss"])
+        (e["step"], core_hours(record, e, cost), e["heldout"]["loss"])
         for e in record["evals"]
         if "heldout" in e
     ]
 
 
-def reach(curve: list[tuple[int, float, float]], target: float) -> tuple[float, float] | None:
+def reach(
+    curve: list[tuple[int, float | None, float]], target: float
+) -> tuple[float, float | None] | None:
     """Steps and compute at which a learning curve first reaches ``target`` loss (linear
     between measurements; the first measurement counts as reached there), or None."""
     previous = None
@@ -105,18 +108,22 @@ def reach(curve: list[tuple[int, float, float]], target: float) -> tuple[float, 
             if previous is None or previous[2] == point[2]:
                 return float(point[0]), point[1]
             t = (previous[2] - target) / (previous[2] - point[2])
-            return tuple(float(a + t * (b - a)) for a, b in zip(previous[:2], point[:2]))
+            step = previous[0] + t * (point[0] - previous[0])
+            hours = None
+            if previous[1] is not None and point[1] is not None:
+                hours = previous[1] + t * (point[1] - previous[1])
+            return float(step), hours
         previous = point
     return None
 
 
-def loss_at(curve: list[tuple[int, float, float]], compute: float) -> float | None:
+def loss_at(curve: list[tuple[int, float | None, float]], compute: float | None) -> float | None:
     """A learning curve's held-out loss at ``compute`` hours (linear between measurements),
-    None outside the measured range."""
-    hours = [p[1] for p in curve]
-    if not curve or not hours[0] <= compute <= hours[-1]:
+    None outside the measured range or where the compute is unknown."""
+    known = [p for p in curve if p[1] is not None]
+    if compute is None or not known or not known[0][1] <= compute <= known[-1][1]:
         return None
-    return float(np.interp(compute, hours, [p[2] for p in curve]))
+    return float(np.interp(compute, [p[1] for p in known], [p[2] for p in known]))
 
 
 def effective_channels(record: dict[str, Any]) -> float | None:
@@ -138,16 +145,34 @@ def _percent(value: float, reference: float) -> float:
     return 100 * (value / reference - 1)
 
 
+def trained_on(record: dict[str, Any]) -> str:
+    """Where a run's steps ran and in what precision, as ``"H100 fp32"`` or, mixed,
+    ``"CPU bf16 73%, H100 bf16 27%"`` (a CPU is "CPU", a GPU its short name)."""
+    steps: dict[str, int] = {}
+    for part in record["slices"]:
+        gpu = (part.get("name") or "GPU").removeprefix("NVIDIA ").split()[0]
+        where = gpu if part.get("device") == "cuda" else "CPU"
+        precision = {"bfloat16": "bf16", "float32": "fp32"}.get(part.get("precision"), "?")
+        key = f"{where} {precision}"
+        steps[key] = steps.get(key, 0) + part["to_step"] - part["from_step"]
+    total = sum(steps.values())
+    if len(steps) == 1:
+        return next(iter(steps))
+    return ", ".join(
+        f"{key} {100 * n / total:.0f}%" for key, n in sorted(steps.items(), key=lambda kv: -kv[1])
+    )
+
+
 def single_rate_rows(plan: Plan) -> list[dict[str, Any]]:
     """One row per started distilled run with a baseline: see the module doc."""
     rows = []
     for spec in plan.runs:
         base = baseline(plan, spec) if spec.teacher else None
         record = read_record(plan.run_dir(spec.name)) if base else None
-        if record is None or not _curve(record):
+        if record is None or not _curve(record, None):
             continue
         base_record = read_record(plan.run_dir(base.name))
-        curve = _curve(record)
+        curve = _curve(record, cpu_seconds_per_step(plan, spec.name))
         step, hours, loss = curve[-1]
         row: dict[str, Any] = {
             "run": spec.name,
@@ -162,19 +187,23 @@ def single_rate_rows(plan: Plan) -> list[dict[str, Any]]:
             "heldout_loss": loss,
             "kodak": record["evals"][-1].get("kodak"),
             "effective_channels": effective_channels(record),
+            "trained_on": trained_on(record),
         }
-        base_curve = _curve(base_record) if base_record else []
+        base_curve = (
+            _curve(base_record, cpu_seconds_per_step(plan, base.name)) if base_record else []
+        )
         if base_curve:
             b_step, b_hours, b_loss = base_curve[-1]
             same_step = [p for p in base_curve if p[0] == step]
             reached = reach(curve, b_loss) if b_step >= base.steps else None
-            common = min(hours, b_hours)
+            common = None if None in (hours, b_hours) else min(hours, b_hours)
             at_compute = (loss_at(curve, common), loss_at(base_curve, common))
             row |= {
                 "baseline_step": b_step,
                 "baseline_compute_hours": b_hours,
                 "baseline_loss": b_loss,
                 "baseline_kodak": base_record["evals"][-1].get("kodak"),
+                "baseline_trained_on": trained_on(base_record),
                 # at equal steps: the baseline's measurement at this run's step, if there is one
                 "loss_vs_baseline_equal_steps_percent": (
                     _percent(loss, same_step[0][2]) if same_step else None
@@ -238,11 +267,21 @@ def rate_curves(plan: Plan) -> list[RateCurve]:
     return curves
 
 
-def compute_hours(plan: Plan, runs: tuple[str, ...]) -> float:
-    """CPU core-hours plus GPU hours of ``runs`` and of the runs they start from, each once."""
+def compute_hours(plan: Plan, runs: tuple[str, ...]) -> float | None:
+    """CPU core-hours of ``runs`` and of the runs they start from, each once, GPU steps counted
+    at the run's CPU cost per step (see :func:`_curve`); None where one has no such cost."""
     names = {*runs, *(plan.run(r).init for r in runs)} - {None}
-    records = [read_record(plan.run_dir(n)) for n in names]
-    return sum(r["compute"]["cpu_core_hours"] + r["compute"]["gpu_hours"] for r in records if r)
+    total = 0.0
+    for name in sorted(names):
+        record = read_record(plan.run_dir(name))
+        if record is None:
+            continue
+        final = {"step": record["step"], "cpu_core_hours": record["compute"]["cpu_core_hours"]}
+        hours = core_hours(record, final, cpu_seconds_per_step(plan, name))
+        if hours is None:
+            return None
+        total += hours
+    return total
 
 
 def _reusable(folder: Path, checkpoints: list[Path], images: list[Path]) -> Path | None:

@@ -119,6 +119,7 @@ def test_plan_schedules() -> None:
         (("    phases:\n", "    unused:\n"), "unknown keys"),
         (("terms: {cwd: {taps: [y]}", "terms: {nope: {}"), "unknown distillation term"),
         (("source: marginal", "source: gut"), "'marginal'"),
+        (("  lmbda: 0.013\n", ""), "run 'teacher' needs lmbda"),
     ],
 )
 def test_bad_plans_are_refused(setup, edit, message) -> None:

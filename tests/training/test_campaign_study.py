@@ -63,6 +63,16 @@ for tag, lmbda in (("a", 0.0035), ("b", 0.18)):
 """
 
 
+def io_plan(folder: Path, runs: str) -> Path:
+    """A plan file with these runs (YAML lines under ``runs:``)."""
+    path = folder / "p.yaml"
+    path.write_text(
+        "name: p\ndata: {train_dir: '{shared}/photos'}\ndefaults: {lmbda: 0.01, crops: [[0, 64]]}\n"
+        f"runs:\n  {runs}\n"
+    )
+    return path
+
+
 @pytest.fixture()
 def plan(tmp_path: Path, image_folder: Path) -> cp.Plan:
     shared = campaign_shared(tmp_path, image_folder)
@@ -114,6 +124,52 @@ def test_learning_curve_arithmetic() -> None:
         ]
     }
     assert study.effective_channels(record) == pytest.approx((4 * 10 + 8 * 30) / 40)
+    # compute unknown for part of a curve (GPU steps without a CPU cost): no equal-compute point
+    assert study.reach([(100, None, 2.0), (200, None, 1.0)], 1.5) == (150.0, None)
+    assert study.loss_at([(100, 1.0, 2.0), (200, None, 1.0)], 1.0) == 2.0
+    assert study.loss_at(curve, None) is None
+
+
+def test_gpu_steps_count_at_the_runs_cpu_cost(tmp_path: Path) -> None:
+    """A GPU hour of a GPU shared by several runs is no core-hour: GPU steps are costed at the
+    run's own CPU seconds per step, or its starting run's; unknown without either."""
+    plan = cp.load_plan(
+        io_plan(
+            tmp_path,
+            "a: {codec: student-tiny, steps: 40}\n  b: {codec: student-tiny, steps: 9, init: a, after: {a: 40}}\n  c: {codec: student-tiny, steps: 9}",
+        ),
+        tmp_path,
+        tmp_path / "state",
+    )
+    cpu = {"device": "cpu", "threads": 2}
+    gpu = {"device": "cuda", "name": "NVIDIA H100 80GB HBM3"}
+    slices = {
+        "a": [
+            {**cpu, "from_step": 0, "to_step": 10, "train_seconds": 50.0},
+            {**gpu, "from_step": 10, "to_step": 30, "train_seconds": 5.0},
+            {**cpu, "from_step": 30, "to_step": 40, "train_seconds": 30.0},
+        ],
+        "b": [{**gpu, "from_step": 0, "to_step": 9, "train_seconds": 2.0}],
+        "c": [{**gpu, "from_step": 0, "to_step": 9, "train_seconds": 2.0}],
+    }
+    for name, parts in slices.items():
+        for part in parts:
+            part["precision"] = "float32" if part["device"] == "cuda" else "bfloat16"
+        run_dir = plan.run_dir(name)
+        run_dir.mkdir(parents=True)
+        record = cp.new_record(plan.run(name)) | {"step": parts[-1]["to_step"], "slices": parts}
+        (run_dir / "state.json").write_text(json.dumps(record))
+    cost = cp.cpu_seconds_per_step(plan, "a")
+    assert cost == pytest.approx((50 * 2 + 30 * 2) / 20)  # 8 core-seconds a step
+    assert cp.cpu_seconds_per_step(plan, "b") == cost  # GPU only: its starting run's cost
+    assert cp.cpu_seconds_per_step(plan, "c") is None
+    record = cp.read_record(plan.run_dir("a"))
+    measured = {"step": 20, "cpu_core_hours": 0.5}  # 10 of the GPU's 20 steps done by then
+    assert cp.core_hours(record, measured, cost) == pytest.approx(0.5 + 10 * 8 / 3600)
+    assert cp.core_hours(record, {"step": 10, "cpu_core_hours": 0.5}, None) == 0.5  # no GPU step
+    assert cp.core_hours(record, measured, None) is None
+    assert study.trained_on(record) == "CPU bf16 50%, H100 fp32 50%"
+    assert study.trained_on(cp.read_record(plan.run_dir("c"))) == "H100 fp32"
 
 
 def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path) -> None:
