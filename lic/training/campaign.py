@@ -882,7 +882,7 @@ def measure_kodak(plan: Plan, run: str, work_dir: Path) -> dict[str, float]:
     if point is None:
         raise UsageError(f"no Kodak PNGs in {plan.kodak_dir}")
     _repair(run_dir)
-    record = read_record(run_dir)  # re-read: nothing else may have changed it meanwhile
+    record = read_record(run_dir)  # as it is now, after the minute of coding
     record["evals"][-1]["kodak"] = point
     files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
     files["state.json"] = (json.dumps(record, indent=1) + "\n").encode()
