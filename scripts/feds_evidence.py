@@ -76,6 +76,18 @@ def _single_rate_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _spread_lines(spread: list[dict]) -> list[str]:
+    """How far two runs of one recipe land apart (runs repeated under another seed)."""
+    if not spread:
+        return ["Seed spread: no run repeated under another seed has been measured yet."]
+    return [
+        f"Seed spread: {r['run']} ({r['repeats']}'s recipe under another seed) at {r['step']:,} "
+        f"steps: held-out loss {r['heldout_loss']:.4f} against {r['twin_loss']:.4f}, "
+        f"{r['loss_vs_twin_percent']:+.2f}%. One pair: a rough yardstick for the differences above."
+        for r in spread
+    ]
+
+
 def _bd_cell(row: dict | None) -> str:
     if row is None:
         return "–"
@@ -115,8 +127,9 @@ def _main(argv: list[str] | None) -> int:
         label, images = resolve_images(name, shared=shared / "datasets")  # a name or a folder
         datasets[label] = images[: args.limit]
     rows = study.single_rate_rows(plan)
+    spread = study.replicates(plan)
     curves = study.rate_curves(plan)
-    summary: dict = {"plan": plan.name, "single_rate": rows, "curves": []}
+    summary: dict = {"plan": plan.name, "single_rate": rows, "replicates": spread, "curves": []}
     args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for curve in curves:
@@ -155,6 +168,8 @@ def _main(argv: list[str] | None) -> int:
         "where there is no CPU cost to count it at. Effective channels: `1/Σw²` of the channel",
         "term's weights, over the steps that used it. Trained on: where the steps ran and with",
         "what precision of the transforms (bf16 autocast or fp32; the entropy model is fp32).",
+        "",
+        *_spread_lines(spread),
         "",
         "## Over λ (real bitstreams; BD-rate, pchip, over the common PSNR range)",
         "",

@@ -124,6 +124,9 @@ class RunSpec:
             the same name (e.g. ``{channel: {source: marginal, temperature: 2.0}}``).
         after: ``{run: steps}``: start only when those runs have reached those steps.
         clip_max_norm: gradient-norm clip of the main parameters.
+        seed: the crop stream's seed (0 for every run unless a plan says otherwise; weights
+            start from torch's unseeded initialisation): a run repeated with another seed
+            measures how far two runs of one recipe land apart.
         keep: ``all`` (default): the state to continue; ``ema``: once the run reaches
             ``steps``, only its EMA weights (see the module doc), for runs that end there;
             ``record``: once its finished weights are committed, only ``state.json`` (the
@@ -151,6 +154,7 @@ class RunSpec:
     after: dict[str, int] = field(default_factory=dict)
     clip_max_norm: float = 1.0
     keep: str = "all"
+    seed: int = 0
 
     def crop_at(self, step: int) -> int:
         side = self.crops[0][1]
@@ -1341,7 +1345,7 @@ def train_slice(
         torch.backends.cudnn.benchmark = True
     _Stop.install()
     started = time.time()
-    trainer = RunTrainer(plan, spec, torch_device, threads)
+    trainer = RunTrainer(plan, spec, torch_device, threads, seed=spec.seed)
     train_paths, held_paths = training_split(plan)
     images = ResidentImages(train_paths, torch_device)
     largest = max(side for _, side in spec.crops)

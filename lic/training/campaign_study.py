@@ -219,6 +219,48 @@ def single_rate_rows(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
+def replicates(plan: Plan) -> list[dict[str, Any]]:
+    """Runs trained without a teacher that repeat an earlier one under another ``seed`` (same
+    codec, schedule and starting point): the held-out loss of each against the run it repeats,
+    at the steps both reached. The spread between them is the yardstick for differences between
+    a distilled run and its baseline."""
+    rows = []
+    for spec in plan.runs:
+        if spec.teacher is not None or spec.seed == 0:
+            continue
+        twin = next(
+            (
+                other
+                for other in plan.runs
+                if other.teacher is None
+                and other.seed != spec.seed
+                and other.init == spec.init
+                and all(getattr(other, f) == getattr(spec, f) for f in SCHEDULE_FIELDS)
+            ),
+            None,
+        )
+        record = read_record(plan.run_dir(spec.name))
+        twin_record = read_record(plan.run_dir(twin.name)) if twin else None
+        if twin is None or record is None or twin_record is None:
+            continue
+        mine, theirs = _curve(record, None), {p[0]: p[2] for p in _curve(twin_record, None)}
+        common = [p for p in mine if p[0] in theirs]
+        if not common:
+            continue
+        step, _, loss = common[-1]
+        rows.append(
+            {
+                "run": spec.name,
+                "repeats": twin.name,
+                "step": step,
+                "heldout_loss": loss,
+                "twin_loss": theirs[step],
+                "loss_vs_twin_percent": _percent(loss, theirs[step]),
+            }
+        )
+    return rows
+
+
 #: The three curves of a :class:`RateCurve`, and what each is called in its label.
 ROLES = {"distilled": "distilled", "baselines": "baseline", "teachers": "teacher"}
 

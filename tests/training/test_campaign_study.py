@@ -40,6 +40,7 @@ runs:
   teacher: {codec: teacher-tiny, lmbda: 0.013, steps: 2, lr: 1.0e-3}
   scratch: {codec: student-tiny, lmbda: 0.013, steps: 2}
   other-lr: {codec: student-tiny, lmbda: 0.013, steps: 2, lr: 5.0e-4}
+  scratch-seed1: {codec: student-tiny, lmbda: 0.013, steps: 2, seed: 1}
   feds:
     codec: student-tiny
     lmbda: 0.013
@@ -178,6 +179,14 @@ def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path
         cp.train_slice(plan, spec.name, seconds=120)
     pairs = {s.name: study.baseline(plan, s).name for s in plan.runs if s.teacher}
     assert pairs == {"feds": "scratch", "feds-a": "scratch-a", "feds-b": "scratch-b"}
+    (spread,) = study.replicates(plan)  # the same recipe under another seed: the noise yardstick
+    assert (spread["run"], spread["repeats"], spread["step"]) == ("scratch-seed1", "scratch", 2)
+    losses = [
+        cp.read_record(plan.run_dir(n))["evals"][-1]["heldout"]["loss"]
+        for n in ("scratch-seed1", "scratch")
+    ]
+    assert spread["loss_vs_twin_percent"] == pytest.approx(100 * (losses[0] / losses[1] - 1))
+    assert losses[0] != losses[1]  # another crop stream (and initialisation)
 
     rows = {r["run"]: r for r in study.single_rate_rows(plan)}
     assert set(rows) == {"feds", "feds-a", "feds-b"}
@@ -225,6 +234,7 @@ def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path
     assert (out / "feds" / "kodak" / "vs-teacher" / "rd-psnr.png").read_bytes()[:4] == b"\x89PNG"
     readme = (out / "README.md").read_text()
     assert "| feds | scratch | 2 of 2 |" in readme
+    assert "Seed spread: scratch-seed1 (scratch's recipe under another seed) at 2 steps" in readme
     row = next(line for line in readme.splitlines() if line.startswith("| feds | kodak |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "0.0035, 0.18" and len(cells) == 7
