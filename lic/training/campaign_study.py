@@ -147,11 +147,14 @@ def _percent(value: float, reference: float) -> float:
 
 def trained_on(record: dict[str, Any]) -> str:
     """Where a run's steps ran and in what precision, as ``"H100 fp32"`` or, mixed,
-    ``"CPU bf16 73%, H100 bf16 27%"`` (a CPU is "CPU", a GPU its short name)."""
+    ``"AMD EPYC bf16 73%, H100 bf16 27%"`` (a GPU by its short name)."""
     steps: dict[str, int] = {}
     for part in record["slices"]:
-        gpu = (part.get("name") or "GPU").removeprefix("NVIDIA ").split()[0]
-        where = gpu if part.get("device") == "cuda" else "CPU"
+        name = part.get("name") or "?"
+        if part.get("device") == "cuda":
+            where = name.removeprefix("NVIDIA ").split()[0]  # "H100"
+        else:  # "AMD EPYC", "Intel Xeon": core-hours of different CPUs differ
+            where = name.replace("(R)", "").replace(" Processor", "").strip()
         precision = {"bfloat16": "bf16", "float32": "fp32"}.get(part.get("precision"), "?")
         key = f"{where} {precision}"
         steps[key] = steps.get(key, 0) + part["to_step"] - part["from_step"]

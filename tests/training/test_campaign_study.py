@@ -142,7 +142,7 @@ def test_gpu_steps_count_at_the_runs_cpu_cost(tmp_path: Path) -> None:
         tmp_path,
         tmp_path / "state",
     )
-    cpu = {"device": "cpu", "threads": 2}
+    cpu = {"device": "cpu", "threads": 2, "name": "Intel(R) Xeon(R) Processor"}
     gpu = {"device": "cuda", "name": "NVIDIA H100 80GB HBM3"}
     slices = {
         "a": [
@@ -169,7 +169,7 @@ def test_gpu_steps_count_at_the_runs_cpu_cost(tmp_path: Path) -> None:
     assert cp.core_hours(record, measured, cost) == pytest.approx(0.5 + 10 * 8 / 3600)
     assert cp.core_hours(record, {"step": 10, "cpu_core_hours": 0.5}, None) == 0.5  # no GPU step
     assert cp.core_hours(record, measured, None) is None
-    assert study.trained_on(record) == "CPU bf16 50%, H100 fp32 50%"
+    assert study.trained_on(record) == "Intel Xeon bf16 50%, H100 fp32 50%"
     assert study.trained_on(cp.read_record(plan.run_dir("c"))) == "H100 fp32"
 
 
