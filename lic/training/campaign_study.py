@@ -54,6 +54,11 @@ SCHEDULE_FIELDS = (
 EFFECTIVE_CHANNELS = "distill/channel/effective_channels"
 
 
+def _same_schedule(a: RunSpec, b: RunSpec) -> bool:
+    """Whether two runs train alike (:data:`SCHEDULE_FIELDS`), starting points aside."""
+    return all(getattr(a, f) == getattr(b, f) for f in SCHEDULE_FIELDS)
+
+
 def baseline(plan: Plan, spec: RunSpec) -> RunSpec | None:
     """The run ``spec`` is compared with (see the module doc), or None if the plan has none."""
     start = None
@@ -67,7 +72,7 @@ def baseline(plan: Plan, spec: RunSpec) -> RunSpec | None:
             other.teacher is None
             and other.name != spec.name
             and (other.init == (start.name if start else None))
-            and all(getattr(other, f) == getattr(spec, f) for f in SCHEDULE_FIELDS)
+            and _same_schedule(other, spec)
         ):
             return other
     return None
@@ -238,7 +243,7 @@ def replicates(plan: Plan) -> list[dict[str, Any]]:
                 if other.teacher is None
                 and other.seed != spec.seed
                 and other.init == spec.init
-                and all(getattr(other, f) == getattr(spec, f) for f in SCHEDULE_FIELDS)
+                and _same_schedule(other, spec)
             ),
             None,
         )
