@@ -14,7 +14,9 @@ Every step is a `lic` command, printed before it runs:
 3. ``lic evaluate`` of WebP and AVIF (step ``clic-anchors``) and of the default codec (step
    ``clic``) on the shared CLIC images;
 4. ``lic report`` of the default against JPEG, WebP, AVIF, the published VTM curve and its
-   teacher (if it has one) on Kodak, and against WebP and AVIF on CLIC;
+   teacher (if it has one) on Kodak, and against WebP and AVIF on CLIC; and against the default
+   it replaced, where ``docs/default-model/previous/{kodak,clic}.json`` hold that codec's curves
+   (this script's own earlier results, renamed after the codec when it was replaced);
 5. ``lic bench`` of the default (and its teacher) at 768x512 (CPU);
 6. ``docs/default-model/README.md`` and the block between ``<!-- results:start -->`` and
    ``<!-- results:end -->`` in README.md, from the JSON those commands wrote.
@@ -50,6 +52,11 @@ CLIC_REPORTS = {  # folder: (anchor, label); CLIC's published curves are of othe
     "clic-vs-webp": ("webp", "WebP on CLIC (measured here)"),
     "clic-vs-avif": ("avif", "AVIF on CLIC (measured here)"),
 }
+#: The curves of the default that the installed one replaced, per dataset (kept when replaced).
+PREVIOUS = {
+    "vs-previous": OUT / "previous" / "kodak.json",
+    "clic-vs-previous": OUT / "previous" / "clic.json",
+}
 ALL_STEPS = ("anchors", "student", "teacher", "clic-anchors", "clic", "bench", "reports")
 
 
@@ -70,6 +77,16 @@ def has_teacher() -> bool:
 def reports() -> dict[str, tuple[str, str]]:
     """The Kodak reports made: against its teacher only when it has one."""
     return {k: v for k, v in REPORTS.items() if k != "vs-teacher" or has_teacher()}
+
+
+def previous_reports() -> dict[str, tuple[Path, str]]:
+    """Reports against the replaced default: folder -> (its curve, label), where the curve is here."""
+    made = {}
+    for folder, path in PREVIOUS.items():
+        if (REPO / path).is_file():
+            dataset = "Kodak" if folder == "vs-previous" else "CLIC"
+            made[folder] = (path, f"the previous default ({load(path)['name']}) on {dataset}")
+    return made
 
 
 def lic(*args: str) -> None:
@@ -217,6 +234,11 @@ def main() -> None:
                 "-o",
                 str(OUT / folder),
             )
+    for folder, (path, _) in previous_reports().items():
+        student = curves["student"] if folder == "vs-previous" else clic.get("student")
+        if student is not None:
+            anchor_arg = load(path)["name"]
+            lic("report", str(student), str(path), "--anchor", anchor_arg, "-o", str(OUT / folder))
     write_markdown(curves)
 
 
@@ -253,7 +275,11 @@ def _point(points: dict[str, int], fingerprint: str | None, curve: dict, what: s
 def write_markdown(curves: dict[str, Path]) -> None:
     """Write docs/default-model/README.md and README.md's results block."""
     block = results_block(curves)
-    made = [f for f in [*reports(), *CLIC_REPORTS] if (REPO / OUT / f / "report.md").is_file()]
+    made = [
+        f
+        for f in [*reports(), *CLIC_REPORTS, *previous_reports()]
+        if (REPO / OUT / f / "report.md").is_file()
+    ]
     (REPO / OUT / "README.md").write_text(
         "# The default codec on Kodak and CLIC\n\nRegenerate: `python scripts/make_docs.py`.\n\n"
         + block.replace("docs/default-model/README.md", "README.md").replace(
@@ -356,9 +382,10 @@ def _budget(manifest: dict) -> str:
             f"pixels, {data['images']} training photos (shared `datasets/train`), "
             f"{training['compute']['cpu_core_hours']:.2f} CPU core-hours and "
             f"{training['compute']['gpu_hours']:.2f} GPU-hours for this run (its record in "
-            "`campaign/`). It has no teacher: it is the scratch student made variable-rate; a "
-            "FEDS student replaces it when one measures better. Published codecs train for days "
-            "on GPUs."
+            "`campaign/`). It has no teacher: it is "
+            + ("the scratch student made variable-rate" if init else "trained from scratch")
+            + "; a FEDS student replaces it when one measures better. Published codecs train "
+            "for days on GPUs."
         )
     teachers = manifest.get("teachers", {})
     base = manifest.get("student_base") or {}
@@ -391,7 +418,8 @@ def results_block(curves: dict[str, Path]) -> str:
     variable = bool(manifest["models"][0].get("variable_rate"))
     rd_table = (_rd_table_variable if variable else _rd_table_fixed)(manifest, curves)
     bd_lines = ["| the default codec against | BD-rate (PSNR) |", "|---|---:|"]
-    for folder, (_, label) in [*reports().items(), *CLIC_REPORTS.items()]:
+    labels = [*reports().items(), *CLIC_REPORTS.items(), *previous_reports().items()]
+    for folder, (_, label) in labels:
         if (REPO / OUT / folder / "report.json").is_file():
             bd_lines.append(f"| {label} | {_bd(folder, student['name'])} |")
     bd_table = "\n".join(bd_lines)
