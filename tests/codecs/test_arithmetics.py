@@ -86,9 +86,10 @@ def test_real_bits_and_pixels_match_the_float_loop_on_shipped_weights(
 
     float_x = float_out.x_hat.clamp(0, 1)
     assert torch.equal(decoded, fixed_out.x_hat.clamp(0, 1))
-    # Measured: 0.005 dB apart at most, and the two reconstructions 48 dB or more from each
-    # other; a float LRP of 0.45·tanh instead of 0.5·tanh, or float networks 0.3% off, bring
-    # the latter below 45 dB for some quality.
+    # Measured on the default student-medium-vr: 0.005 dB apart at most, and the two
+    # reconstructions 45.0 dB (quality 2) to 60.8 dB from each other (a few means land on the
+    # other side of a rounding boundary); a float LRP of 0.45·tanh instead of 0.5·tanh, or float
+    # networks 0.3% off, bring the latter to 41.0–43.6 dB at qualities 1–3.
     psnr_fixed, psnr_float = _psnr(decoded, x), _psnr(float_x, x)
     assert abs(psnr_fixed - psnr_float) < 0.015, (psnr_fixed, psnr_float)
-    assert _psnr(decoded, float_x) > 45, _psnr(decoded, float_x)
+    assert _psnr(decoded, float_x) > 44, _psnr(decoded, float_x)
