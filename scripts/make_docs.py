@@ -14,9 +14,10 @@ Every step is a `lic` command, printed before it runs:
 3. ``lic evaluate`` of WebP and AVIF (step ``clic-anchors``) and of the default codec (step
    ``clic``) on the shared CLIC images;
 4. ``lic report`` of the default against JPEG, WebP, AVIF, the published VTM curve and its
-   teacher (if it has one) on Kodak, and against WebP and AVIF on CLIC; and against the default
-   it replaced, where ``docs/default-model/previous/{kodak,clic}.json`` hold that codec's curves
-   (this script's own earlier results, renamed after the codec when it was replaced);
+   teacher (if it has one) on Kodak, and against WebP and AVIF on CLIC; on both, against the
+   default it replaced, where ``docs/default-model/previous/{kodak,clic}.json`` hold that
+   codec's curves (this script's own earlier results, renamed after the codec when it was
+   replaced), and against the campaign's teacher curve (``scripts/feds_evidence.py``);
 5. ``lic bench`` of the default (and its teacher) at 768x512 (CPU);
 6. ``docs/default-model/README.md`` and the block between ``<!-- results:start -->`` and
    ``<!-- results:end -->`` in README.md, from the JSON those commands wrote.
@@ -52,10 +53,22 @@ CLIC_REPORTS = {  # folder: (anchor, label); CLIC's published curves are of othe
     "clic-vs-webp": ("webp", "WebP on CLIC (measured here)"),
     "clic-vs-avif": ("avif", "AVIF on CLIC (measured here)"),
 }
-#: The curves of the default that the installed one replaced, per dataset (kept when replaced).
-PREVIOUS = {
-    "vs-previous": OUT / "previous" / "kodak.json",
-    "clic-vs-previous": OUT / "previous" / "clic.json",
+#: Curves the default is also compared with where they are here, per report folder: the
+#: default it replaced (its curves as this script measured them, kept when it was replaced) and
+#: the campaign's teacher curve (``scripts/feds_evidence.py``: ``teacher-fixed-*``, four λ).
+OTHER_CURVES = {
+    "vs-previous": ("the previous default", "Kodak", OUT / "previous" / "kodak.json"),
+    "clic-vs-previous": ("the previous default", "CLIC", OUT / "previous" / "clic.json"),
+    "vs-campaign-teacher": (
+        "the campaign teacher",
+        "Kodak",
+        Path("docs/feds-study/campaign/student-feds/kodak/teachers"),
+    ),
+    "clic-vs-campaign-teacher": (
+        "the campaign teacher",
+        "CLIC",
+        Path("docs/feds-study/campaign/student-feds/clic/teachers"),
+    ),
 }
 ALL_STEPS = ("anchors", "student", "teacher", "clic-anchors", "clic", "bench", "reports")
 
@@ -79,13 +92,18 @@ def reports() -> dict[str, tuple[str, str]]:
     return {k: v for k, v in REPORTS.items() if k != "vs-teacher" or has_teacher()}
 
 
-def previous_reports() -> dict[str, tuple[Path, str]]:
-    """Reports against the replaced default: folder -> (its curve, label), where the curve is here."""
+def other_reports() -> dict[str, tuple[Path, str]]:
+    """The reports against :data:`OTHER_CURVES` whose curve is here: folder -> (curve, label).
+    A folder names the one results JSON it holds."""
     made = {}
-    for folder, path in PREVIOUS.items():
+    for folder, (what, dataset, path) in OTHER_CURVES.items():
+        if (REPO / path).is_dir():
+            found = sorted((REPO / path).glob("*.json"))
+            if len(found) != 1:
+                continue
+            path = found[0].relative_to(REPO)
         if (REPO / path).is_file():
-            dataset = "Kodak" if folder == "vs-previous" else "CLIC"
-            made[folder] = (path, f"the previous default ({load(path)['name']}) on {dataset}")
+            made[folder] = (path, f"{what}, {load(path)['name']}, on {dataset}")
     return made
 
 
@@ -234,8 +252,8 @@ def main() -> None:
                 "-o",
                 str(OUT / folder),
             )
-    for folder, (path, _) in previous_reports().items():
-        student = curves["student"] if folder == "vs-previous" else clic.get("student")
+    for folder, (path, _) in other_reports().items():
+        student = clic.get("student") if folder.startswith("clic-") else curves["student"]
         if student is not None:
             anchor_arg = load(path)["name"]
             lic("report", str(student), str(path), "--anchor", anchor_arg, "-o", str(OUT / folder))
@@ -277,7 +295,7 @@ def write_markdown(curves: dict[str, Path]) -> None:
     block = results_block(curves)
     made = [
         f
-        for f in [*reports(), *CLIC_REPORTS, *previous_reports()]
+        for f in [*reports(), *CLIC_REPORTS, *other_reports()]
         if (REPO / OUT / f / "report.md").is_file()
     ]
     (REPO / OUT / "README.md").write_text(
@@ -418,7 +436,7 @@ def results_block(curves: dict[str, Path]) -> str:
     variable = bool(manifest["models"][0].get("variable_rate"))
     rd_table = (_rd_table_variable if variable else _rd_table_fixed)(manifest, curves)
     bd_lines = ["| the default codec against | BD-rate (PSNR) |", "|---|---:|"]
-    labels = [*reports().items(), *CLIC_REPORTS.items(), *previous_reports().items()]
+    labels = [*reports().items(), *CLIC_REPORTS.items(), *other_reports().items()]
     for folder, (_, label) in labels:
         if (REPO / OUT / folder / "report.json").is_file():
             bd_lines.append(f"| {label} | {_bd(folder, student['name'])} |")
