@@ -92,9 +92,9 @@ def reports() -> dict[str, tuple[str, str]]:
     return {k: v for k, v in REPORTS.items() if k != "vs-teacher" or has_teacher()}
 
 
-def other_reports() -> dict[str, tuple[Path, str]]:
-    """The reports against :data:`OTHER_CURVES` whose curve is here: folder -> (curve, label).
-    A folder names the one results JSON it holds."""
+def other_reports() -> dict[str, tuple[Path, str, str]]:
+    """The reports against :data:`OTHER_CURVES` whose curve is here: folder -> (curve, label,
+    dataset). A folder names the one results JSON it holds."""
     made = {}
     for folder, (what, dataset, path) in OTHER_CURVES.items():
         if (REPO / path).is_dir():
@@ -103,7 +103,7 @@ def other_reports() -> dict[str, tuple[Path, str]]:
                 continue
             path = found[0].relative_to(REPO)
         if (REPO / path).is_file():
-            made[folder] = (path, f"{what}, {load(path)['name']}, on {dataset}")
+            made[folder] = (path, f"{what}, {load(path)['name']}, on {dataset}", dataset)
     return made
 
 
@@ -252,8 +252,8 @@ def main() -> None:
                 "-o",
                 str(OUT / folder),
             )
-    for folder, (path, _) in other_reports().items():
-        student = clic.get("student") if folder.startswith("clic-") else curves["student"]
+    for folder, (path, _, dataset) in other_reports().items():
+        student = clic.get("student") if dataset == "CLIC" else curves["student"]
         if student is not None:
             anchor_arg = load(path)["name"]
             lic("report", str(student), str(path), "--anchor", anchor_arg, "-o", str(OUT / folder))
@@ -437,7 +437,7 @@ def results_block(curves: dict[str, Path]) -> str:
     rd_table = (_rd_table_variable if variable else _rd_table_fixed)(manifest, curves)
     bd_lines = ["| the default codec against | BD-rate (PSNR) |", "|---|---:|"]
     labels = [*reports().items(), *CLIC_REPORTS.items(), *other_reports().items()]
-    for folder, (_, label) in labels:
+    for folder, (_, label, *_) in labels:
         if (REPO / OUT / folder / "report.json").is_file():
             bd_lines.append(f"| {label} | {_bd(folder, student['name'])} |")
     bd_table = "\n".join(bd_lines)
