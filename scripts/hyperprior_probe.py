@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -87,50 +86,18 @@ def history(plan, runs: list[str], threads: int) -> dict[str, list[dict]]:
     """Measure every committed state of ``runs`` (see the module doc)."""
     import torch
 
-    from lic.codecs import create_codec
-    from lic.training import campaign as cp
-    from lic.training.losses import RateDistortionLoss
+    from lic.training.campaign_history import measure_history
+
+    def show(run: str, row: dict) -> None:
+        print(
+            f"  {run:>16} {row['commit']} step {row['step']:>6} {row['weights']:>3}: {row['bpp']:.4f} bpp "
+            f"(z {row['bpp_z']:.5f}), {row['psnr']:.2f} dB, live z channels "
+            f"{row['live_z_channels']}/{row['z_channels']}",
+            flush=True,
+        )
 
     torch.set_num_threads(threads)
-    _, held = cp.training_split(plan)
-    crops = cp.ResidentImages(held).center_crops(plan.eval_crop, plan.eval_images)
-    results: dict[str, list[dict]] = {}
-    for run in runs:
-        plan.run(run)  # a run of the plan, or a UsageError
-        folder = f"campaign/{plan.name}/{run}"
-        commits = subprocess.run(
-            ["git", "log", "--format=%h", "--", f"{folder}/state.json"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        rows = []
-        for commit in reversed(commits):
-            with tempfile.TemporaryDirectory() as tmp:
-                run_dir = Path(tmp)
-                cp.state_at(REPO / folder, commit, run_dir)
-                if not (run_dir / "ema.pt").exists():
-                    continue  # kept as its record alone from this commit on (keep: record)
-                record = cp.read_record(run_dir)
-                kinds = {"ema": cp.load_ema(run_dir)}
-                if not cp.is_compacted(run_dir):
-                    kinds["raw"] = cp.load_tensors(run_dir, "weights.pt", "codec")["codec"]
-                for kind, state in kinds.items():
-                    codec = create_codec(record["codec"])
-                    codec.load_state_dict(state)
-                    row = {"commit": commit, "step": record["step"], "weights": kind}
-                    row |= cp.measure_crops(codec, crops, RateDistortionLoss(record["lmbda"]))
-                    row["z_channels"] = codec.entropy_bottleneck.channels
-                    rows.append(row)
-                    print(
-                        f"  {run:>16} {commit} step {row['step']:>6} {kind:>3}: {row['bpp']:.4f} bpp "
-                        f"(z {row['bpp_z']:.5f}), {row['psnr']:.2f} dB, live z channels "
-                        f"{row['live_z_channels']}/{row['z_channels']}",
-                        flush=True,
-                    )
-        results[run] = rows
-    return results
+    return measure_history(REPO, plan, runs, show)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -413,6 +413,27 @@ class ChannelARCodec(CompressionModel):
         )
 
     @torch.no_grad()
+    def reconstruct_unquantized(self, x: Tensor, quality: float | None = None) -> Tensor:
+        """``g_s(g_a(x))`` with nothing rounded: the transforms' ceiling.
+
+        What the decoder would give if the latent were sent exactly (a variable-rate codec at
+        ``quality``'s gain and inverse gain): the limit that ever finer quantisation tends to.
+        When a variable-rate codec's top qualities code close to this PSNR, more bits cannot
+        help them; the analysis and synthesis transforms, not the quantiser or the entropy
+        model, are what limit them. (A synthesis trained on rounded latents can code slightly
+        past it at its own quantisation step: it has learned to expect integers.)
+        """
+        gains = self._gains(quality)
+        image_size = (x.shape[-2], x.shape[-1])
+        x, padding = self._pad(x)
+        features: dict[str, Tensor] = {}
+        y = self._transform(self.g_a, x, "g_a", features)
+        if gains is not None:
+            y = y * gains[0] * gains[1]
+        x_hat = self._transform(self.g_s, y, "g_s", features)
+        return self._crop(x_hat, image_size, padding)
+
+    @torch.no_grad()
     def compress(
         self, x: Tensor, stopwatch: Stopwatch | None = None, quality: float | None = None
     ) -> Compressed:

@@ -1053,12 +1053,16 @@ def measure_crops(
     latents), and the hyperprior's health: ``bpp_z``, the hyper-latent's bits per pixel, and
     ``live_z_channels``, how many of its channels carry bits (:data:`LIVE_Z_BITS`). Both near 0
     mean the hyperprior has collapsed: the first latent slice is coded without side information.
+    ``ceiling_psnr`` is the PSNR of the transforms alone, nothing rounded
+    (:meth:`~lic.codecs.codec.ChannelARCodec.reconstruct_unquantized`): what ever finer
+    quantisation tends to.
     A variable-rate codec is measured at its middle quality (``loss`` at that quality's λ).
     """
     codec.eval()
-    totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "bpp_z": 0.0}
+    totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "bpp_z": 0.0, "ceiling_mse": 0.0}
     z_bits: Tensor | float = 0.0
-    lmbda = codec.lmbda_at(codec.default_quality) if codec.variable_rate else None
+    quality = codec.default_quality if codec.variable_rate else None
+    lmbda = codec.lmbda_at(quality) if codec.variable_rate else None
     for index in range(crops.shape[0]):
         x = crops[index : index + 1].to(device)
         out = codec(x, exact=False)
@@ -1066,6 +1070,8 @@ def measure_crops(
         totals["loss"] += float(terms.loss)
         totals["bpp"] += float(terms.bpp)
         totals["mse"] += float(terms.mse)
+        ceiling = codec.reconstruct_unquantized(x, quality)
+        totals["ceiling_mse"] += float(torch.mean((ceiling - x) ** 2))
         bits = -torch.log2(out.likelihoods["z"].clamp_min(1e-9))
         totals["bpp_z"] += float(bits.sum()) / (x.shape[-2] * x.shape[-1])
         z_bits = z_bits + bits.sum(dim=(0, 2, 3))
@@ -1077,6 +1083,7 @@ def measure_crops(
         "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
         "bpp_z": totals["bpp_z"] / n,
         "live_z_channels": int((z_bits / n > LIVE_Z_BITS).sum()),
+        "ceiling_psnr": 10 * math.log10(1 / max(totals["ceiling_mse"] / n, 1e-12)),
     }
 
 

@@ -405,7 +405,11 @@ def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
     assert "| scratch | student-tiny |" in table and "not started" in table
     assert "| scratch | 2 → 4 |" in table  # what the second slice's compute bought
     row = next(line for line in table.splitlines() if line.startswith("| scratch | student-tiny"))
-    assert row.endswith(f"| {record['evals'][-1]['heldout']['bpp_z']:.4f} |")  # z's bits shown
+    heldout = record["evals"][-1]["heldout"]
+    # z's bits, the coded PSNR and the transforms' ceiling shown
+    assert row.endswith(
+        f"| {heldout['bpp_z']:.4f} | {heldout['psnr']:.2f} | {heldout['ceiling_psnr']:.2f} |"
+    )
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Where do a codec's top rates stop? Coded PSNR against the transforms' own ceiling.
+
+    python scripts/transform_ceiling.py [CHECKPOINT ...] [--data kodak] [--images N]
+        [--threads 1] [-o docs/default-model/ceiling.json]
+    python scripts/transform_ceiling.py --history RUN [RUN ...] [-o docs/campaign/ceiling-history.json]
+
+The *ceiling* is ``g_s(g_a(x))`` with nothing rounded
+(:meth:`lic.codecs.codec.ChannelARCodec.reconstruct_unquantized`): what the decoder would give if
+the latent were sent exactly, and what ever finer quantisation tends to. For each checkpoint
+(default: the shipped default codec) and each of its qualities, this prints and saves the mean
+PSNR of the coded reconstruction (eval mode, the same rounding and fixed-point entropy
+parameters as ``lic encode``; bpp from the likelihoods) and of the ceiling, both as 8-bit
+images. Where a variable-rate codec's top qualities meet it, more λ buys bits but no quality:
+the network, not the quantiser or the entropy model, limits them, and only a better network
+(more training, or more width) lifts it. (A fixed-rate synthesis, trained on rounded latents,
+can code slightly past the ceiling at its own step: it has learned to expect integers.)
+
+``--history`` measures instead every committed state of those campaign runs
+(:mod:`lic.training.campaign_history`) on the campaign's held-out crops, so the ceiling can be
+followed against training steps. It needs the repository's history (a full clone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lic.errors import LicError
+from lic.paths import shared_dir
+
+
+def _psnr(a, b) -> float:
+    import torch
+
+    a8 = torch.round(a.clamp(0, 1) * 255)
+    b8 = torch.round(b.clamp(0, 1) * 255)
+    mse = float(torch.mean((a8 - b8) ** 2)) / 255**2
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+def measure_checkpoint(path: Path, images: list[Path]) -> list[dict]:
+    """One row per quality (one row for a fixed-rate codec): bpp, coded and ceiling PSNR."""
+    import torch
+
+    from lic.checkpoint import load_codec
+    from lic.imageio import load_image
+
+    codec = load_codec(path).eval()
+    if codec.variable_rate:
+        low, high = codec.quality_range
+        qualities = [float(q) for q in range(math.ceil(low), math.floor(high) + 1)]
+    else:
+        qualities = [None]
+    pictures = [load_image(p).to_tensor() for p in images]
+    rows = []
+    for quality in qualities:
+        bpp = coded = ceiling = 0.0
+        with torch.no_grad():
+            for x in pictures:
+                out = codec(x, quality=quality)
+                pixels = x.shape[-2] * x.shape[-1]
+                bits = sum(-torch.log2(v.clamp_min(1e-9)).sum() for v in out.likelihoods.values())
+                bpp += float(bits) / pixels
+                coded += _psnr(out.x_hat, x)
+                ceiling += _psnr(codec.reconstruct_unquantized(x, quality), x)
+        n = len(pictures)
+        row = {
+            "checkpoint": path.name,
+            "quality": quality,
+            "lmbda": codec.lmbda_at(quality)
+            if quality is not None
+            else codec.metadata.get("lmbda"),
+            "bpp": bpp / n,
+            "psnr": coded / n,
+            "ceiling_psnr": ceiling / n,
+        }
+        row["gap_db"] = row["ceiling_psnr"] - row["psnr"]
+        rows.append(row)
+        label = f"quality {quality:g}" if quality is not None else path.name
+        print(
+            f"  {label:>12}: {row['bpp']:.3f} bpp, {row['psnr']:.2f} dB coded, "
+            f"{row['ceiling_psnr']:.2f} dB ceiling ({row['gap_db']:.2f} dB below it)",
+            flush=True,
+        )
+    return rows
+
+
+def _markdown(rows: list[dict], label: str) -> str:
+    lines = [
+        f"Coded PSNR against the transforms' ceiling on {label} (`python scripts/transform_ceiling.py`):",
+        "",
+        "| checkpoint | quality | λ | bpp (estimated) | coded PSNR (dB) | ceiling PSNR (dB) | coded below ceiling (dB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        quality = "–" if r["quality"] is None else f"{r['quality']:g}"
+        lmbda = "–" if r["lmbda"] is None else f"{r['lmbda']:.4g}"
+        lines.append(
+            f"| {r['checkpoint']} | {quality} | {lmbda} | {r['bpp']:.3f} | {r['psnr']:.2f} "
+            f"| {r['ceiling_psnr']:.2f} | {r['gap_db']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="*", help="default: the shipped default codec")
+    parser.add_argument("--data", default="kodak", help="a folder, or a dataset name (kodak, clic)")
+    parser.add_argument("--images", type=int, default=None, help="only the first N images")
+    parser.add_argument("--plan", default=str(REPO / "recipes" / "campaign" / "default.yaml"))
+    parser.add_argument("--history", nargs="+", metavar="RUN", help="measure committed states")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("-o", "--output", default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        if args.history:
+            from lic.training.campaign import load_plan
+            from lic.training.campaign_history import measure_history
+
+            def show(run: str, row: dict) -> None:
+                print(
+                    f"  {run:>20} {row['commit']} step {row['step']:>6} {row['weights']:>3}: "
+                    f"{row['bpp']:.4f} bpp, {row['psnr']:.2f} dB coded, "
+                    f"{row['ceiling_psnr']:.2f} dB ceiling",
+                    flush=True,
+                )
+
+            plan = load_plan(args.plan, shared_dir(), Path(tempfile.gettempdir()))
+            history = measure_history(REPO, plan, args.history, show)
+            return _write({"plan": Path(args.plan).name, "history": history}, args.output)
+
+        from lic.evaluation.datasets import resolve_images
+        from lic.pretrained import default_checkpoints
+
+        label, images = resolve_images(args.data, shared=shared_dir() / "datasets")
+        images = images[: args.images] if args.images else images
+        checkpoints = [Path(c) for c in args.checkpoints] or default_checkpoints()
+        rows = []
+        for path in checkpoints:
+            print(f"{path.name} on {len(images)} {label} images", flush=True)
+            rows += measure_checkpoint(path, images)
+    except LicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(_markdown(rows, f"{len(images)} {label} images"))
+    return _write({"data": label, "images": len(images), "rows": rows}, args.output)
+
+
+def _write(report: dict, output: str | None) -> int:
+    if output:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The transforms' ceiling: ``g_s(g_a(x))`` with nothing rounded, what no rate can code past;
+measured per quality by ``scripts/transform_ceiling.py`` and by the campaign's held-out crops."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lic
+from lic.demo import SAMPLES_DIR
+from lic.imageio import load_image
+from lic.training.campaign import measure_crops
+from lic.training.losses import RateDistortionLoss
+from tests.conftest import REPO
+from tests.helpers import perturbed_codec
+
+SCRIPT = REPO / "scripts" / "transform_ceiling.py"
+
+
+def _image() -> torch.Tensor:
+    return load_image(min(SAMPLES_DIR.glob("*.png"))).to_tensor()[..., :80, :112]
+
+
+def test_ceiling_is_the_transforms_alone() -> None:
+    x = _image()  # 80x112: padded to the codec's stride and cropped back
+    codec = perturbed_codec("student-tiny", x, steps=5).eval()  # latents far from zero
+    with torch.no_grad():
+        ceiling = codec.reconstruct_unquantized(x)
+        padded, padding = codec._pad(x)
+        by_hand = codec._crop(codec.g_s(codec.g_a(padded)), x.shape[-2:], padding)
+        coded = codec(x).x_hat
+    assert ceiling.shape == x.shape
+    torch.testing.assert_close(ceiling, by_hand)
+    assert (ceiling - coded).abs().mean() > 1e-3  # the coded path rounds; the ceiling does not
+
+
+def test_finer_quantisation_approaches_the_ceiling() -> None:
+    """At a variable-rate codec's quality, the gains scale the latent before rounding: a larger
+    gain (with its inverse) leaves the ceiling alone and brings the coded image towards it."""
+    torch.manual_seed(0)
+    codec = lic.create_codec("student-tiny-vr").eval()
+    x = _image()
+    gaps = []
+    with torch.no_grad():
+        for boost in (0.0, 3.0, 6.0):
+            codec.log_gain[-1].fill_(boost)
+            codec.log_inverse_gain[-1].fill_(-boost)
+            ceiling = codec.reconstruct_unquantized(x, quality=8.0)
+            gaps.append(float((codec(x, exact=False, quality=8.0).x_hat - ceiling).abs().mean()))
+            if boost == 0.0:
+                reference = ceiling
+            torch.testing.assert_close(ceiling, reference)  # g · g' = 1 at every boost
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.05 * gaps[0]
+
+
+def test_campaign_measurement_reports_the_ceiling() -> None:
+    torch.manual_seed(0)
+    codec = lic.create_codec("student-tiny")
+    crops = torch.stack([_image()[0, :, :64, :64], _image()[0, :, 16:80, 32:96]])
+    measured = measure_crops(codec, crops, RateDistortionLoss(0.013))
+    assert 0 < measured["psnr"] < 60 and 0 < measured["ceiling_psnr"] < 60
+    with torch.no_grad():
+        mse = float(torch.mean((codec.reconstruct_unquantized(crops) - crops) ** 2))
+    assert measured["ceiling_psnr"] == pytest.approx(-10 * torch.log10(torch.tensor(mse)).item())
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+
+
+def test_script_measures_every_quality(tmp_path) -> None:
+    checkpoint = tmp_path / "student-tiny-vr.ckpt"
+    lic.save_codec(perturbed_codec("student-tiny-vr", _image(), steps=5), checkpoint, metric="mse")
+    out = tmp_path / "ceiling.json"
+    result = _run(str(checkpoint), "--data", str(SAMPLES_DIR), "--images", "1", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["quality"] for row in rows] == [float(q) for q in range(1, 9)]
+    assert [row["lmbda"] for row in rows] == sorted(row["lmbda"] for row in rows)
+    for row in rows:
+        assert row["gap_db"] == pytest.approx(row["ceiling_psnr"] - row["psnr"])
+        assert row["bpp"] > 0
+        # gains as initialised (reciprocal, g · g' = 1) but for the perturbation: one ceiling
+        assert row["ceiling_psnr"] == pytest.approx(rows[0]["ceiling_psnr"], abs=0.05)
+    # the top quality quantises finer: more bits, and coded closer to the ceiling
+    assert rows[-1]["bpp"] > rows[0]["bpp"] and abs(rows[-1]["gap_db"]) < abs(rows[0]["gap_db"])
+    assert "| student-tiny-vr.ckpt | 8 | 0.18 |" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "no-such-dataset"], "not found"),
+        (["--history", "nobody"], "has no run 'nobody'"),
+    ],
+)
+def test_bad_requests_fail_in_one_line(args, message) -> None:
+    result = _run(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+
+
+def test_a_file_that_is_no_checkpoint_fails_in_one_line(tmp_path) -> None:
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    result = _run(str(bogus), "--data", str(SAMPLES_DIR), "--images", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "bogus.ckpt" in result.stderr
