@@ -16,8 +16,9 @@ Every step is a `lic` command, printed before it runs:
 4. ``lic report`` of the default against JPEG, WebP, AVIF, the published VTM curve and its
    teacher (if it has one) on Kodak, and against WebP and AVIF on CLIC; on both, against the
    default it replaced, where ``docs/default-model/previous/{kodak,clic}.json`` hold that
-   codec's curves (this script's own earlier results, renamed after the codec when it was
-   replaced), and against the campaign's teacher curve (``scripts/feds_evidence.py``);
+   codec's curves (this script's own earlier results, which ``scripts/package_default.py``
+   keeps there, named after the codec, when it replaces it), and against the campaign's
+   teacher curve (``scripts/feds_evidence.py``);
 5. ``lic bench`` of the default (and its teacher) at 768x512 (CPU);
 6. ``docs/default-model/README.md`` and the block between ``<!-- results:start -->`` and
    ``<!-- results:end -->`` in README.md, from the JSON those commands wrote.

@@ -24,12 +24,16 @@ Only a run that reached its target steps is packaged (``--unfinished`` to overri
 Both forms refuse to write more than ``--max-mb`` of weights, and move the models of the manifest
 they replace to its ``retired`` list (with ``--until``: where those weights can still be found,
 by default the current git commit), so that ``lic decode`` of a file they made says where to find
-them; the replaced checkpoint files are removed.
+them; the replaced checkpoint files are removed. The replaced default's measured curves
+(``scripts/make_docs.py``'s ``<docs>/{kodak,clic}/lic-default.json``, when their checkpoints'
+fingerprints are the replaced default's) are kept as ``<docs>/previous/{kodak,clic}.json``, named
+after that codec, for make_docs' report against the default it replaced.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -45,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from lic.bitstream import short_fingerprint
 from lic.errors import LicError
+from lic.files import atomic_output
 from lic.paths import RUNS_DIR, RunDir, portable_path, run_dir, run_dirs, shared_dir
 from lic.pretrained import MANIFEST_NAME, WEIGHTS_DIR
 
@@ -210,6 +215,48 @@ def retire(old: dict | None, kept: set[str], until: str) -> list[dict[str, Any]]
     return entries
 
 
+def keep_previous_curves(
+    old: dict | None, kept: set[str], docs: Path, until: str | None = None
+) -> list[Path]:
+    """Copy the replaced default's curves to ``docs/previous/`` (see the module doc).
+
+    A curve is kept only when every checkpoint it was measured with is one of ``old``'s models
+    and none is kept installed (``kept``: the new manifest's fingerprints), so curves of another
+    codec, or of the weights staying on, never pass as the previous default. Returns the files
+    written.
+    """
+    if old is None:
+        return []
+    replaced = {m["fingerprint"] for m in old.get("models", [])} - kept
+    run = (old.get("recipe") or {}).get("run")
+    name = run or old.get("codec") or "previous default"
+    where = f"campaign run {run}, {old.get('codec')}" if run else old.get("codec")
+    until = until or datetime.date.today().isoformat()
+    written = []
+    for dataset in ("kodak", "clic"):
+        source = docs / dataset / "lic-default.json"
+        try:
+            curve = json.loads(source.read_text())
+            used = {c["fingerprint"] for c in curve["checkpoints"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not measured (or not make_docs' curve): nothing to keep
+        if not used or not used <= replaced:
+            print(f"  {source}: not measured with the replaced weights, not kept as previous")
+            continue
+        curve["name"] = name
+        curve["description"] = (
+            f"the default codec until {until} ({where}), as make_docs measured it: "
+            f"{curve.get('description', '')}"
+        )
+        target = docs / "previous" / f"{dataset}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(target) as staging:
+            staging.write_text(json.dumps(curve, indent=1) + "\n")
+        written.append(target)
+        print(f"  kept {source} as {target} ({name})")
+    return written
+
+
 def replaced_files(old: dict | None, out: Path, keep: set[str]) -> list[Path]:
     """The checkpoint files the replaced manifest lists (plain names in ``out``), but ``keep``."""
     if old is None:
@@ -345,6 +392,7 @@ def package_campaign(args: argparse.Namespace) -> None:
     write_manifest(out, manifest)
     for stale in replaced_files(old, out, {name}):
         stale.unlink()
+    keep_previous_curves(old, {model["fingerprint"]}, args.docs)
     rates = (
         f"qualities {model['quality_range'][0]:g} to {model['quality_range'][1]:g}, "
         f"lambda {model['lmbdas'][0]} to {model['lmbdas'][-1]}"
@@ -383,6 +431,12 @@ def main(argv: list[str] | None = None) -> None:
         "--unfinished", action="store_true", help="package a run below its target steps"
     )
     parser.add_argument("--out", type=Path, help="weights folder (default: lic/weights)")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=REPO / "docs" / "default-model",
+        help="make_docs' folder, where the replaced default's curves are kept (previous/)",
+    )
     parser.add_argument(
         "--until",
         help="where the replaced weights can be found, for the retired list "
@@ -508,6 +562,7 @@ def package_runs(args: argparse.Namespace) -> None:
     for model, run in zip(models, students):
         shutil.copyfile(run.codec, out / model["file"])
     write_manifest(out, manifest)
+    keep_previous_curves(old, {m["fingerprint"] for m in models}, args.docs)
     print(f"{out}: {len(models)} rate points, {total:.1f} MB")
     for model in models:
         print(

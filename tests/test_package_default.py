@@ -68,7 +68,8 @@ def _fabricate(runs, tiny_checkpoint, configs: dict[float, dict | None]) -> None
 
 def _package(package_default, monkeypatch, runs, weights, *extra: str) -> dict:
     monkeypatch.setattr(package_default, "WEIGHTS_DIR", weights)
-    monkeypatch.setattr(sys, "argv", ["package_default.py", "--runs", str(runs), *extra])
+    docs = ["--docs", str(weights.parent / "docs")]
+    monkeypatch.setattr(sys, "argv", ["package_default.py", "--runs", str(runs), *docs, *extra])
     package_default.main()
     return json.loads((weights / package_default.MANIFEST_NAME).read_text())
 
@@ -129,6 +130,7 @@ def _package_campaign(package_default, setup_paths, weights, *extra: str) -> dic
     plan, shared, state = setup_paths
     argv = ["--campaign", "vr", "--plan", str(plan), "--shared", str(shared)]
     argv += ["--state-dir", str(state), "--out", str(weights), "--until", "lic commit abc1234"]
+    argv += ["--docs", str(weights.parent / "docs")]
     package_default.main([*argv, *extra])
     return json.loads((weights / package_default.MANIFEST_NAME).read_text())
 
@@ -183,10 +185,26 @@ def test_a_variable_rate_campaign_run_becomes_the_default_codec(
     with pytest.raises(UsageError, match="earlier default codec .*lic commit abc1234"):
         coding.decode_file(tmp_path / "old.lic", tmp_path / "old.png", None)
 
+    # make_docs' curves of this default on Kodak; the CLIC one is stale (other weights)
+    docs = tmp_path / "docs"
+    for dataset, fingerprint in (("kodak", model["fingerprint"]), ("clic", "0" * 64)):
+        (docs / dataset).mkdir(parents=True)
+        curve = {"name": "lic-default", "description": f"lic student-tiny-vr on {dataset} (cpu)"}
+        curve |= {"results": {"bpp": [0.1, 0.2]}, "checkpoints": [{"fingerprint": fingerprint}]}
+        (docs / dataset / "lic-default.json").write_text(json.dumps(curve))
+
     # Packaged again after more training: the first VR weights retire too, the old set stays.
     plan_path.write_text(campaign_tests.PLAN + VR_RUN.replace("steps: 2", "steps: 3"))
     cp.train_slice(cp.load_plan(plan_path, shared, state), "vr", seconds=120, evaluate=False)
     again = _package_campaign(package_default, setup, weights, "--default-quality", "4.5")
+    # the replaced default's Kodak curve is kept for make_docs' report against it, named after it
+    kept = json.loads((docs / "previous" / "kodak.json").read_text())
+    assert kept["name"] == "vr" and kept["results"] == {"bpp": [0.1, 0.2]}
+    assert kept["description"].startswith("the default codec until ")
+    assert "(campaign run vr, student-tiny-vr)" in kept["description"]
+    assert kept["description"].endswith("lic student-tiny-vr on kodak (cpu)")
+    assert not (docs / "previous" / "clic.json").exists()  # not measured with those weights
+    assert sorted(p.name for p in (docs / "previous").iterdir()) == ["kodak.json"]
     assert again["default_quality"] == 4.5
     assert [r["fingerprint"] for r in again["retired"]] == [
         model["fingerprint"],
