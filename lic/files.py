@@ -7,6 +7,7 @@ it without loading the image or network stack.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -50,6 +51,16 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike[str], data: object, indent: int = 1) -> Path:
+    """Write ``data`` as JSON (a final newline) through :func:`atomic_output`, creating the
+    parent folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as staging:
+        staging.write_text(json.dumps(data, indent=indent) + "\n")
+    return path
 
 
 def _create_beside(path: Path, directory: Path) -> Path:

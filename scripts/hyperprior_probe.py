@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lic.errors import UsageError
+from lic.files import write_json
 from lic.paths import shared_dir
 
 
@@ -153,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write(report: dict, output: str | None) -> int:
     if output:
-        path = Path(output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {write_json(output, report)}")
     return 0
 
 

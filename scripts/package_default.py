@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from lic.bitstream import short_fingerprint
 from lic.errors import LicError
-from lic.files import atomic_output
+from lic.files import write_json
 from lic.paths import RUNS_DIR, RunDir, portable_path, run_dir, run_dirs, shared_dir
 from lic.pretrained import MANIFEST_NAME, WEIGHTS_DIR
 
@@ -248,10 +248,7 @@ def keep_previous_curves(
             f"the default codec until {until} ({where}), as make_docs measured it: "
             f"{curve.get('description', '')}"
         )
-        target = docs / "previous" / f"{dataset}.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(target) as staging:
-            staging.write_text(json.dumps(curve, indent=1) + "\n")
+        target = write_json(docs / "previous" / f"{dataset}.json", curve)
         written.append(target)
         print(f"  kept {source} as {target} ({name})")
     return written

@@ -11,10 +11,11 @@ the latent were sent exactly, and what ever finer quantisation tends to. For eac
 (default: the shipped default codec) and each of its qualities, this prints and saves the mean
 PSNR of the coded reconstruction (eval mode, the same rounding and fixed-point entropy
 parameters as ``lic encode``; bpp from the likelihoods) and of the ceiling, both as 8-bit
-images. Where a variable-rate codec's top qualities meet it, more λ buys bits but no quality:
-the network, not the quantiser or the entropy model, limits them, and only a better network
-(more training, or more width) lifts it. (A fixed-rate synthesis, trained on rounded latents,
-can code slightly past the ceiling at its own step: it has learned to expect integers.)
+images, and how many latent channels carry bits (:data:`LIVE_CHANNEL_BPP`). Where a
+variable-rate codec's top qualities meet the ceiling, more λ buys bits but no quality: the
+network, not the quantiser or the entropy model, limits them, and only a better network (more
+training, or more width) lifts it. (A fixed-rate synthesis, trained on rounded latents, can
+code slightly past the ceiling at its own step: it has learned to expect integers.)
 
 ``--history`` measures instead every committed state of those campaign runs
 (:mod:`lic.training.campaign_history`) on the campaign's held-out crops, so the ceiling can be
@@ -24,7 +25,6 @@ followed against training steps. It needs the repository's history (a full clone
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -34,7 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lic.errors import LicError
+from lic.files import write_json
 from lic.paths import shared_dir
+
+#: A latent channel is *live* when it costs more than this many bits per pixel (mean over the
+#: images): the channels the codec spends its rate on, against the width it has.
+LIVE_CHANNEL_BPP = 0.001
 
 
 def _psnr(a, b) -> float:
@@ -63,12 +68,15 @@ def measure_checkpoint(path: Path, images: list[Path]) -> list[dict]:
     rows = []
     for quality in qualities:
         bpp = coded = ceiling = 0.0
+        channel_bpp = 0.0
         with torch.no_grad():
             for x in pictures:
                 out = codec(x, quality=quality)
                 pixels = x.shape[-2] * x.shape[-1]
                 bits = sum(-torch.log2(v.clamp_min(1e-9)).sum() for v in out.likelihoods.values())
                 bpp += float(bits) / pixels
+                y_bits = -torch.log2(out.likelihoods["y"].clamp_min(1e-9))
+                channel_bpp = channel_bpp + y_bits.sum(dim=(0, 2, 3)) / pixels
                 coded += _psnr(out.x_hat, x)
                 ceiling += _psnr(codec.reconstruct_unquantized(x, quality), x)
         n = len(pictures)
@@ -81,13 +89,16 @@ def measure_checkpoint(path: Path, images: list[Path]) -> list[dict]:
             "bpp": bpp / n,
             "psnr": coded / n,
             "ceiling_psnr": ceiling / n,
+            "live_channels": int((channel_bpp / n > LIVE_CHANNEL_BPP).sum()),
+            "latent_channels": int(out.likelihoods["y"].shape[1]),
         }
         row["gap_db"] = row["ceiling_psnr"] - row["psnr"]
         rows.append(row)
         label = f"quality {quality:g}" if quality is not None else path.name
         print(
             f"  {label:>12}: {row['bpp']:.3f} bpp, {row['psnr']:.2f} dB coded, "
-            f"{row['ceiling_psnr']:.2f} dB ceiling ({row['gap_db']:.2f} dB below it)",
+            f"{row['ceiling_psnr']:.2f} dB ceiling ({row['gap_db']:.2f} dB below it), "
+            f"{row['live_channels']} of {row['latent_channels']} latent channels live",
             flush=True,
         )
     return rows
@@ -97,15 +108,16 @@ def _markdown(rows: list[dict], label: str) -> str:
     lines = [
         f"Coded PSNR against the transforms' ceiling on {label} (`python scripts/transform_ceiling.py`):",
         "",
-        "| checkpoint | quality | λ | bpp (estimated) | coded PSNR (dB) | ceiling PSNR (dB) | coded below ceiling (dB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| checkpoint | quality | λ | bpp (estimated) | coded PSNR (dB) | ceiling PSNR (dB) | coded below ceiling (dB) | live latent channels |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         quality = "–" if r["quality"] is None else f"{r['quality']:g}"
         lmbda = "–" if r["lmbda"] is None else f"{r['lmbda']:.4g}"
         lines.append(
             f"| {r['checkpoint']} | {quality} | {lmbda} | {r['bpp']:.3f} | {r['psnr']:.2f} "
-            f"| {r['ceiling_psnr']:.2f} | {r['gap_db']:.2f} |"
+            f"| {r['ceiling_psnr']:.2f} | {r['gap_db']:.2f} "
+            f"| {r['live_channels']} of {r['latent_channels']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -160,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write(report: dict, output: str | None) -> int:
     if output:
-        path = Path(output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {write_json(output, report)}")
     return 0
 
 

@@ -86,6 +86,7 @@ def test_script_measures_every_quality(tmp_path) -> None:
     for row in rows:
         assert row["gap_db"] == pytest.approx(row["ceiling_psnr"] - row["psnr"])
         assert row["bpp"] > 0
+        assert 0 < row["live_channels"] <= row["latent_channels"] == 24  # student-tiny: M = 24
         # gains as initialised (reciprocal, g · g' = 1) but for the perturbation: one ceiling
         assert row["ceiling_psnr"] == pytest.approx(rows[0]["ceiling_psnr"], abs=0.05)
     # the top quality quantises finer: more bits, and coded closer to the ceiling

@@ -290,6 +290,20 @@ class ChannelARCodec(CompressionModel):
             out = self._tap(transform, x, name, features)
         return out.float()
 
+    def _analyse(
+        self, x: Tensor, quality: float | None, features: dict[str, Tensor]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None, tuple[int, int], tuple[int, int, int, int]]:
+        """``g_a`` of the padded images (under :attr:`transform_autocast`, stages tapped into
+        ``features``), times the gain at ``quality``; with the gains, the image size and the
+        padding that undo it."""
+        gains = self._gains(quality)
+        image_size = (x.shape[-2], x.shape[-1])
+        x, padding = self._pad(x)
+        y = self._transform(self.g_a, x, "g_a", features)
+        if gains is not None:
+            y = y * gains[0]
+        return y, gains, image_size, padding
+
     def _hyper(self, z_hat: Tensor, arithmetic: Arithmetic) -> tuple[Tensor, Tensor]:
         """Hyper means and scales, as working values of ``arithmetic`` (for the slice loop)."""
         with arithmetic.scope():
@@ -377,13 +391,8 @@ class ChannelARCodec(CompressionModel):
         """
         exact = (not self.training) if exact is None else exact
         arithmetic = arithmetic_for(exact)
-        gains = self._gains(quality)
-        image_size = (x.shape[-2], x.shape[-1])
-        x, padding = self._pad(x)
         features: dict[str, Tensor] = {}
-        y = self._transform(self.g_a, x, "g_a", features)
-        if gains is not None:
-            y = y * gains[0]
+        y, gains, image_size, padding = self._analyse(x, quality, features)
         features["y"] = y
         z = self.h_a(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
@@ -423,13 +432,10 @@ class ChannelARCodec(CompressionModel):
         model, are what limit them. (A synthesis trained on rounded latents can code slightly
         past it at its own quantisation step: it has learned to expect integers.)
         """
-        gains = self._gains(quality)
-        image_size = (x.shape[-2], x.shape[-1])
-        x, padding = self._pad(x)
         features: dict[str, Tensor] = {}
-        y = self._transform(self.g_a, x, "g_a", features)
+        y, gains, image_size, padding = self._analyse(x, quality, features)
         if gains is not None:
-            y = y * gains[0] * gains[1]
+            y = y * gains[1]
         x_hat = self._transform(self.g_s, y, "g_s", features)
         return self._crop(x_hat, image_size, padding)
 
