@@ -822,7 +822,8 @@ def expected_state_bytes(spec: RunSpec) -> int:
 def kodak_point(
     kodak: Path | None, export_path: Path, device: torch.device | str = "cpu"
 ) -> dict[str, float] | None:
-    """Mean bpp and PSNR of a codec checkpoint over the Kodak PNGs, through real bitstreams.
+    """Mean bpp and PSNR of a codec checkpoint over the Kodak images (listed as every dataset
+    is, :func:`lic.files.list_images`), through real bitstreams.
 
     Learning curves only, never selection. None where there is no Kodak folder (a GPU command
     carries only training photos).
@@ -830,18 +831,20 @@ def kodak_point(
     from lic import coding
     from lic.checkpoint import load_codec
     from lic.evaluation.metrics import psnr_rgb
+    from lic.files import list_images
     from lic.imageio import load_image, tensor_to_pixels
 
     if kodak is None or not kodak.is_dir():
         return None
-    paths = sorted(p for p in kodak.iterdir() if p.suffix.lower() == ".png")
+    paths = list_images(kodak)
     if not paths:
         return None
     codec = load_codec(export_path, device=device)
     bpps, psnrs = [], []
     for path in paths:
-        pixels = load_image(path).pixels
-        x = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+        image = load_image(path)
+        pixels = image.pixels
+        x = image.to_tensor().to(device)
         data = coding.encode(codec, x)
         decoded = tensor_to_pixels(coding.decode(codec, data))
         bpps.append(8 * len(data) / (pixels.shape[0] * pixels.shape[1]))
