@@ -2,7 +2,8 @@
 """Speed of one campaign training step under each option: precision, layout, threads, runs side by side.
 
     python scripts/step_speed.py [--codecs student-small,teacher-small] [--crop 128] [--batch 8]
-                                 [--steps 12] [--device cpu|cuda] [--compile]
+                                 [--steps 12] [--variants fp32,cl,bf16,bf16+cl]
+                                 [--device cpu|cuda] [--compile]
                                  [-o docs/campaign/step-speed-cpu.json]
 
 Every measurement is a fresh process that builds the campaign's own :class:`RunTrainer` (the
@@ -145,6 +146,11 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument(
+        "--variants",
+        default="fp32,cl,bf16,bf16+cl",
+        help="comma-separated (bf16+cl is the one timed with 2 threads and side by side)",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
         "--compile", action="store_true", help="also measure torch.compile of the transforms"
@@ -168,7 +174,10 @@ def main() -> None:
     from lic.training.campaign import cpu_name
 
     codecs = args.codecs.split(",")
-    variants = ["fp32", "cl", "bf16", "bf16+cl"] + (["bf16+cl+compile"] if args.compile else [])
+    variants = args.variants.split(",") + (["bf16+cl+compile"] if args.compile else [])
+    unknown = set(variants) - {"fp32", "cl", "bf16", "bf16+cl", "bf16+cl+compile"}
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}")
     thread_counts = [1, 2] if args.device == "cpu" else [1]
     rows = []
     print(f"{'codec':<16}{'variant':<18}{'threads':>8}{'ms/step':>10}{'images/s':>10}", flush=True)

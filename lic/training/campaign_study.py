@@ -7,7 +7,9 @@ Which run is compared with which follows from the plan alone:
   (:data:`SCHEDULE_FIELDS`) that starts from the baseline of the distilled run's own starting
   point (from nothing when it starts from nothing). So ``student-feds`` → ``student-scratch``
   (not ``student-scratch-2``: another learning rate), and ``student-feds-fixed-4`` (a fine-tune
-  of ``student-feds``) → ``student-fixed-4`` (the same fine-tune of ``student-scratch``).
+  of ``student-feds``) → ``student-fixed-4`` (the same fine-tune of ``student-scratch``). Of
+  several such runs, the one of the same ``seed`` (``student-feds-seed1`` →
+  ``student-scratch-seed1``), else the first in the plan.
 - A *curve* is the set of distilled runs that start from one distilled run: its fine-tunes at
   several λ. Beside it stand its baselines' curve and its teachers' curve, at the λ where all
   three have finished.
@@ -67,15 +69,17 @@ def baseline(plan: Plan, spec: RunSpec) -> RunSpec | None:
         start = baseline(plan, origin) if origin.teacher else origin
         if start is None:
             return None
-    for other in plan.runs:
-        if (
-            other.teacher is None
-            and other.name != spec.name
-            and (other.init == (start.name if start else None))
-            and _same_schedule(other, spec)
-        ):
-            return other
-    return None
+    candidates = [
+        other
+        for other in plan.runs
+        if other.teacher is None
+        and other.name != spec.name
+        and (other.init == (start.name if start else None))
+        and _same_schedule(other, spec)
+    ]
+    # the twin of its own seed (crop stream) where the plan has one, else the first in the plan
+    same_seed = [other for other in candidates if other.seed == spec.seed]
+    return (same_seed or candidates or [None])[0]
 
 
 def teacher_passes(spec: RunSpec, step: int) -> int:

@@ -88,9 +88,10 @@ def test_the_shipped_plan_pairs_each_distilled_run_with_its_scratch_twin(tmp_pat
     assert names["student-feds"] == "student-scratch"  # lr 1e-3, not student-scratch-2
     assert names["student-feds-fixed-4"] == "student-fixed-4"
     assert names["student-swin-feds"] == "student-swin-scratch"
-    assert {v for k, v in names.items() if "fixed" not in k and "swin" not in k} == {
-        "student-scratch"
-    }
+    assert names["student-feds-seed1"] == "student-scratch-seed1"  # its own seed's twin
+    seed0 = {k: v for k, v in names.items() if "fixed" not in k and "swin" not in k}
+    assert set(seed0.values()) == {"student-scratch", "student-scratch-seed1"}
+    assert all(v == "student-scratch" for k, v in seed0.items() if plan.run(k).seed == 0)
     (curve,) = study.rate_curves(plan)  # nothing trained: every point waits
     assert curve.root == "student-feds" and curve.distilled == ()
     assert {"student-feds-fixed-2", "teacher-fixed-8"} <= set(curve.missing)
