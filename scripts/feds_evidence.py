@@ -76,6 +76,30 @@ def _single_rate_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _seeds_table(rows: list[dict]) -> list[str]:
+    """Each distilled run against the mean of its baseline's seeds, where it has several."""
+    rows = [r for r in rows if "baseline_seeds" in r]
+    if not rows:
+        return []
+    lines = [
+        "Against every seed of the baseline (held-out loss at the run's step; the range is where",
+        "the baseline's own seeds fall around their mean, the yardstick for the difference):",
+        "",
+        "| run | step | held-out loss | baseline seeds | their mean | Δ vs the mean | seeds' range |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        seeds = r["baseline_seeds"]
+        low, high = r["baseline_seeds_range_percent"]
+        lines.append(
+            f"| {r['run']} | {r['step']:,} | {r['heldout_loss']:.4f} "
+            f"| {', '.join(f'{k} {v:.4f}' for k, v in seeds.items())} "
+            f"| {sum(seeds.values()) / len(seeds):.4f} "
+            f"| {r['loss_vs_baseline_seeds_mean_percent']:+.2f}% | {low:+.2f}% to {high:+.2f}% |"
+        )
+    return [*lines, ""]
+
+
 def _spread_lines(spread: list[dict]) -> list[str]:
     """How far two runs of one recipe land apart (runs repeated under another seed)."""
     if not spread:
@@ -83,7 +107,7 @@ def _spread_lines(spread: list[dict]) -> list[str]:
     return [
         f"Seed spread: {r['run']} ({r['repeats']}'s recipe under another seed) at {r['step']:,} "
         f"steps: held-out loss {r['heldout_loss']:.4f} against {r['twin_loss']:.4f}, "
-        f"{r['loss_vs_twin_percent']:+.2f}%. One pair: a rough yardstick for the differences above."
+        f"{r['loss_vs_twin_percent']:+.2f}%."
         for r in spread
     ]
 
@@ -170,6 +194,8 @@ def _main(argv: list[str] | None) -> int:
         "what precision of the transforms (bf16 autocast or fp32; the entropy model is fp32).",
         "",
         *_spread_lines(spread),
+        "",
+        *_seeds_table(rows),
         "",
         "## Over λ (real bitstreams; BD-rate, pchip, over the common PSNR range)",
         "",

@@ -990,6 +990,19 @@ def cpu_seconds_per_step(plan: Plan, run: str) -> float | None:
     return cpu_seconds_per_step(plan, init) if init else None
 
 
+def cpu_share(record: dict[str, Any]) -> float | None:
+    """The CPU time a run's training processes had, over the core time they held (wall time ×
+    threads, what ``cpu_core_hours`` counts), across its CPU slices that record both; None
+    where none does. Below one: other work shared the cores (or threads waited)."""
+    parts = [
+        part
+        for part in record.get("slices", [])
+        if part.get("device") != "cuda" and "cpu_seconds" in part and part["train_seconds"] > 0
+    ]
+    held = sum(part["train_seconds"] * part.get("threads", 1) for part in parts)
+    return sum(part["cpu_seconds"] for part in parts) / held if held else None
+
+
 def core_hours(
     record: dict[str, Any], measured: dict[str, Any], cost: float | None
 ) -> float | None:
@@ -1377,6 +1390,9 @@ def train_slice(
     deadline = started + seconds
     last_save = time.time()
     train_seconds = 0.0
+    # CPU time this process spent in those steps (all its threads): below the wall time ×
+    # threads that ``cpu_core_hours`` counts when other work shared the cores
+    cpu_seconds = 0.0
     running: dict[str, float] = {}  # each term's sum over the steps that logged it
     logged: dict[str, int] = {}
     log.info(
@@ -1390,6 +1406,7 @@ def train_slice(
             **segment,
             "to_step": record["step"],
             "train_seconds": train_seconds,
+            "cpu_seconds": cpu_seconds,
         }
         trainer.save()
         _add_compute(record, torch_device, threads, -train_seconds)  # re-added at the end
@@ -1397,10 +1414,11 @@ def train_slice(
     while record["step"] < spec.steps and time.time() < deadline and not _Stop.requested:
         if max_steps is not None and record["step"] - first_step >= max_steps:
             break
-        tick = time.time()
+        tick, cpu_tick = time.time(), time.process_time()
         terms = trainer.step(images)
         synchronize(torch_device)
         train_seconds += time.time() - tick
+        cpu_seconds += time.process_time() - cpu_tick
         if terms is not None:
             for key, value in terms.items():  # a phase's terms are logged in that phase only
                 running[key] = running.get(key, 0.0) + value
@@ -1413,6 +1431,7 @@ def train_slice(
     segment |= {
         "to_step": record["step"],
         "train_seconds": round(train_seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
         "setup_seconds": round(setup_seconds, 1),
     }
     record.pop("slices_open", None)
@@ -1473,6 +1492,7 @@ __all__ = [
     "compact_finished",
     "core_hours",
     "cpu_seconds_per_step",
+    "cpu_share",
     "expected_state_bytes",
     "export_run",
     "iter_records",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lic.files import atomic_output
-from lic.training.campaign import Plan, iter_records
+from lic.training.campaign import Plan, cpu_share, iter_records
 
 #: The held-out/training gap is called growing when it rose over this many evaluations in a row...
 GAP_WINDOW = 3
@@ -69,6 +69,7 @@ def collect(plan: Plan) -> dict[str, Any]:
             "images_seen": record["images_seen"],
             "compute": record["compute"],
             "hardware": sorted({s["name"] for s in record["slices"]}),
+            "cpu_share": cpu_share(record),
             "teacher": spec.teacher,
             "evals": record["evals"],
             "overfitting": overfitting(record["evals"]),
@@ -160,8 +161,14 @@ def _markdown(data: dict[str, Any]) -> str:
         "",
         "Hardware: "
         + "; ".join(
-            f"{n}: {', '.join(r.get('hardware', [])) or '–'}" for n, r in data["runs"].items()
+            f"{n}: {', '.join(r.get('hardware', [])) or '–'}"
+            + (f" (CPU share {r['cpu_share']:.0%})" if r.get("cpu_share") is not None else "")
+            for n, r in data["runs"].items()
         ),
+        "",
+        "CPU share: the CPU time a run's training processes had over the core time they held",
+        "(wall time × threads, which CPU core-h counts), over the slices that record it; below",
+        "100% other work shared the cores, and the core-hours overstate what the run used.",
         "",
     ]
     lines += ["![learning curves](curves.png)", ""]

@@ -82,6 +82,16 @@ def baseline(plan: Plan, spec: RunSpec) -> RunSpec | None:
     return (same_seed or candidates or [None])[0]
 
 
+def seeds_of(plan: Plan, base: RunSpec) -> list[RunSpec]:
+    """``base`` and every run that repeats it under another ``seed`` (trained without a teacher,
+    same starting point and schedule), in plan order."""
+    return [
+        other
+        for other in plan.runs
+        if other.teacher is None and other.init == base.init and _same_schedule(other, base)
+    ]
+
+
 def teacher_passes(spec: RunSpec, step: int) -> int:
     """Teacher forward passes in a distilled run's first ``step`` steps (one per step of a
     phase that uses the teacher)."""
@@ -226,6 +236,26 @@ def single_rate_rows(plan: Plan) -> list[dict[str, Any]]:
                 "loss_vs_baseline_equal_compute_percent": (
                     _percent(*at_compute) if None not in at_compute else None
                 ),
+            }
+        # against every seed of the baseline measured at this run's step: their mean, and
+        # where the run falls among them (the seed spread is the yardstick for the difference)
+        seeds = {}
+        for twin in seeds_of(plan, base):
+            twin_record = read_record(plan.run_dir(twin.name))
+            at_step = (
+                [p[2] for p in _curve(twin_record, None) if p[0] == step] if twin_record else []
+            )
+            if at_step:
+                seeds[twin.name] = at_step[0]
+        if len(seeds) > 1:
+            mean = float(np.mean(list(seeds.values())))
+            row |= {
+                "baseline_seeds": seeds,
+                "loss_vs_baseline_seeds_mean_percent": _percent(loss, mean),
+                "baseline_seeds_range_percent": [
+                    _percent(min(seeds.values()), mean),
+                    _percent(max(seeds.values()), mean),
+                ],
             }
         rows.append(row)
     return rows

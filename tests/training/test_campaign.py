@@ -206,6 +206,10 @@ def test_slices_accumulate_and_resume(setup) -> None:
     assert [(s["from_step"], s["to_step"]) for s in second["slices"]] == [(0, 3), (3, 6)]
     assert second["compute"]["cpu_core_hours"] > first["compute"]["cpu_core_hours"] > 0
     assert second["slices"][-1]["device"] == "cpu" and second["slices"][-1]["threads"] == 1
+    # the CPU time the steps had: never more than the one core they held, and most of it
+    share = cp.cpu_share(second)
+    assert all(0 < part["cpu_seconds"] for part in second["slices"])
+    assert share is not None and 0.2 < share < 1.2  # process CPU time is sampled coarsely
     # the second slice started from the saved weights and optimizer, not from scratch
     optim = cp.load_tensors(run_dir, "optim.pt")
     assert {entry["step"] for entry in optim["main"]["state"].values()} == {6.0}
@@ -411,6 +415,19 @@ def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
         f"| {heldout['bpp_z']:.4f} | {heldout['psnr']:.2f} | {heldout['ceiling_psnr']:.2f} |"
     )
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    share = data["runs"]["scratch"]["cpu_share"]
+    assert share == cp.cpu_share(record) and f"(CPU share {share:.0%})" in table
+
+
+def test_cpu_share_counts_the_core_time_held_against_the_cpu_time_had() -> None:
+    slices = [
+        {"device": "cpu", "threads": 2, "train_seconds": 100.0, "cpu_seconds": 150.0},
+        {"device": "cpu", "threads": 1, "train_seconds": 50.0, "cpu_seconds": 50.0},
+        {"device": "cpu", "threads": 1, "train_seconds": 80.0},  # recorded before cpu_seconds
+        {"device": "cuda", "threads": 1, "train_seconds": 10.0, "cpu_seconds": 10.0},
+    ]
+    assert cp.cpu_share({"slices": slices}) == pytest.approx(200 / 250)
+    assert cp.cpu_share({"slices": slices[2:3]}) is None
 
 
 def _script(setup_paths, *args: str, **kwargs) -> subprocess.Popen:

@@ -199,6 +199,18 @@ def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path
     )
     assert row["loss_vs_baseline_equal_steps_percent"] == pytest.approx(expected)
     assert row["effective_channels"] is None  # no channel phase
+    # against the mean of the baseline's seeds, with where those seeds fall around it
+    assert [s.name for s in study.seeds_of(plan, plan.run("scratch"))] == [
+        "scratch",
+        "scratch-seed1",
+    ]
+    assert list(row["baseline_seeds"]) == ["scratch", "scratch-seed1"]
+    mean = sum(losses) / 2
+    loss = feds["evals"][-1]["heldout"]["loss"]
+    assert row["loss_vs_baseline_seeds_mean_percent"] == pytest.approx(100 * (loss / mean - 1))
+    low, high = row["baseline_seeds_range_percent"]
+    assert low == pytest.approx(-high) and high == pytest.approx(100 * (max(losses) / mean - 1))
+    assert "baseline_seeds" not in rows["feds-a"]  # scratch-a has no other seed
     assert rows["feds-a"]["effective_channels"] >= 1  # 1/Σw² of weights that sum to one
 
     (curve,) = study.rate_curves(plan)
@@ -236,6 +248,7 @@ def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path
     readme = (out / "README.md").read_text()
     assert "| feds | scratch | 2 of 2 |" in readme
     assert "Seed spread: scratch-seed1 (scratch's recipe under another seed) at 2 steps" in readme
+    assert "| feds | 2 | " in readme and "scratch-seed1 " in readme  # the seeds' table
     row = next(line for line in readme.splitlines() if line.startswith("| feds | kodak |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "0.0035, 0.18" and len(cells) == 7
