@@ -94,7 +94,7 @@ def _seeds_table(rows: list[dict]) -> list[str]:
         lines.append(
             f"| {r['run']} | {r['step']:,} | {r['heldout_loss']:.4f} "
             f"| {', '.join(f'{k} {v:.4f}' for k, v in seeds.items())} "
-            f"| {sum(seeds.values()) / len(seeds):.4f} "
+            f"| {r['baseline_seeds_mean']:.4f} "
             f"| {r['loss_vs_baseline_seeds_mean_percent']:+.2f}% | {low:+.2f}% to {high:+.2f}% |"
         )
     return [*lines, ""]

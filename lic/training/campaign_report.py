@@ -71,6 +71,7 @@ def collect(plan: Plan) -> dict[str, Any]:
             "hardware": sorted({s["name"] for s in record["slices"]}),
             "cpu_share": cpu_share(record),
             "teacher": spec.teacher,
+            "init": spec.init,
             "evals": record["evals"],
             "overfitting": overfitting(record["evals"]),
         }
@@ -195,6 +196,22 @@ def families(data: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def start_offset(data: dict[str, Any], name: str) -> tuple[float, int]:
+    """Compute (CPU core-hours + GPU-hours) and images a run's weights had already had when it
+    started: those of the run it starts from (``init``), and of that run's start, so that a run
+    that continues another is drawn where that one stopped."""
+    init = data["runs"][name].get("init")
+    if init is None or init not in data["runs"] or not data["runs"][init].get("evals"):
+        return 0.0, 0
+    before = data["runs"][init]
+    hours, images = start_offset(data, init)
+    compute = before["compute"]
+    return (
+        hours + compute["cpu_core_hours"] + compute["gpu_hours"],
+        images + before["images_seen"],
+    )
+
+
 def _plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -208,15 +225,17 @@ def _plot(data: dict[str, Any], path: Path) -> None:
         if len(kodak) < CURVE_MEASUREMENTS:
             continue
         colour = next(colours)
-        hours = [_hours(e) for e in kodak]
+        hours0, images0 = start_offset(data, name)  # a continued run starts where its init ended
+        label = f"{name} (from {run['init']})" if hours0 else name
+        hours = [hours0 + _hours(e) for e in kodak]
         psnr, bpp = [e["kodak"]["psnr"] for e in kodak], [e["kodak"]["bpp"] for e in kodak]
-        axes[0, 0].plot(hours, psnr, marker=".", color=colour, label=name)
-        axes[0, 1].plot(hours, bpp, marker=".", color=colour, label=name)
+        axes[0, 0].plot(hours, psnr, marker=".", color=colour, label=label)
+        axes[0, 1].plot(hours, bpp, marker=".", color=colour, label=label)
         axes[1, 1].plot(bpp, psnr, marker=".", color=colour, alpha=0.5, label=f"{name} (path)")
         held = [e for e in run["evals"] if "heldout" in e]
-        seen = [e["images_seen"] / 1e3 for e in held]
+        seen = [(images0 + e["images_seen"]) / 1e3 for e in held]
         axes[1, 0].plot(
-            seen, [e["heldout"]["loss"] for e in held], color=colour, label=f"{name} held-out"
+            seen, [e["heldout"]["loss"] for e in held], color=colour, label=f"{label} held-out"
         )
         axes[1, 0].plot(seen, [e["train_eval"]["loss"] for e in held], ls="--", color=colour)
     for prefix, names in families(data).items():
@@ -232,9 +251,15 @@ def _plot(data: dict[str, Any], path: Path) -> None:
                 label=f"{prefix} ({len(points)} λ, latest)",
             )
     axes[0, 0].set(
-        xlabel="compute (CPU core-hours + GPU-hours)", ylabel="Kodak PSNR (dB)", title="quality"
+        xlabel="compute (CPU core-hours + GPU-hours; a continued run from its start's)",
+        ylabel="Kodak PSNR (dB)",
+        title="quality",
     )
-    axes[0, 1].set(xlabel="compute (CPU core-hours + GPU-hours)", ylabel="Kodak bpp", title="rate")
+    axes[0, 1].set(
+        xlabel="compute (CPU core-hours + GPU-hours; a continued run from its start's)",
+        ylabel="Kodak bpp",
+        title="rate",
+    )
     axes[1, 0].set(
         xlabel="training images seen (thousands)",
         ylabel="RD loss (λ·255²·MSE + bpp)",

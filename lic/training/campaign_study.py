@@ -251,6 +251,7 @@ def single_rate_rows(plan: Plan) -> list[dict[str, Any]]:
             mean = float(np.mean(list(seeds.values())))
             row |= {
                 "baseline_seeds": seeds,
+                "baseline_seeds_mean": mean,
                 "loss_vs_baseline_seeds_mean_percent": _percent(loss, mean),
                 "baseline_seeds_range_percent": [
                     _percent(min(seeds.values()), mean),

@@ -18,7 +18,7 @@ import torch
 from lic.checkpoint import load_codec
 from lic.errors import CheckpointError, UsageError
 from lic.training import campaign as cp
-from lic.training.campaign_report import overfitting, write_report
+from lic.training.campaign_report import overfitting, start_offset, write_report
 from tests.training.conftest import campaign_shared
 
 REPO = Path(__file__).resolve().parents[2]
@@ -417,6 +417,26 @@ def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     share = data["runs"]["scratch"]["cpu_share"]
     assert share == cp.cpu_share(record) and f"(CPU share {share:.0%})" in table
+
+
+def test_a_continued_run_is_drawn_from_where_its_start_stopped() -> None:
+    def run(init, cpu, gpu, images):
+        compute = {"cpu_core_hours": cpu, "gpu_hours": gpu}
+        return {"init": init, "evals": [{}], "compute": compute, "images_seen": images}
+
+    data = {
+        "runs": {
+            "a": run(None, 2.0, 0.5, 100),
+            "b": run("a", 1.0, 0.0, 40),  # continues a
+            "c": run("b", 0.1, 0.0, 8),  # continues b, which continued a
+            "d": run("waiting", 0.0, 0.0, 0) | {"evals": []},
+        }
+    }
+    data["runs"]["waiting"] = run(None, 0.0, 0.0, 0) | {"evals": []}  # not started: no offset
+    assert start_offset(data, "a") == (0.0, 0)
+    assert start_offset(data, "b") == (2.5, 100)
+    assert start_offset(data, "c") == (3.5, 140)
+    assert start_offset(data, "d") == (0.0, 0)
 
 
 def test_cpu_share_counts_the_core_time_held_against_the_cpu_time_had() -> None:

@@ -206,6 +206,7 @@ def test_the_evidence_report_from_a_small_campaign(plan: cp.Plan, tmp_path: Path
     ]
     assert list(row["baseline_seeds"]) == ["scratch", "scratch-seed1"]
     mean = sum(losses) / 2
+    assert row["baseline_seeds_mean"] == pytest.approx(mean)
     loss = feds["evals"][-1]["heldout"]["loss"]
     assert row["loss_vs_baseline_seeds_mean_percent"] == pytest.approx(100 * (loss / mean - 1))
     low, high = row["baseline_seeds_range_percent"]
