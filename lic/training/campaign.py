@@ -1430,8 +1430,8 @@ def train_slice(
     _add_compute(record, torch_device, threads, train_seconds)
     segment |= {
         "to_step": record["step"],
-        "train_seconds": round(train_seconds, 1),
-        "cpu_seconds": round(cpu_seconds, 1),
+        "train_seconds": round(train_seconds, 3),  # ms: a short slice (tests) is not 0
+        "cpu_seconds": round(cpu_seconds, 3),
         "setup_seconds": round(setup_seconds, 1),
     }
     record.pop("slices_open", None)

@@ -416,7 +416,8 @@ def test_report_writes_curves_table_and_plot(setup, tmp_path: Path) -> None:
     )
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     share = data["runs"]["scratch"]["cpu_share"]
-    assert share == cp.cpu_share(record) and f"(CPU share {share:.0%})" in table
+    assert share is not None and share == cp.cpu_share(record)
+    assert f"(CPU share {share:.0%})" in table
 
 
 def test_a_continued_run_is_drawn_from_where_its_start_stopped() -> None:
