@@ -61,6 +61,16 @@ def _same_schedule(a: RunSpec, b: RunSpec) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in SCHEDULE_FIELDS)
 
 
+def _untaught(plan: Plan, init: str | None, like: RunSpec) -> list[RunSpec]:
+    """The runs trained without a teacher that start from ``init`` and train like ``like``
+    (:data:`SCHEDULE_FIELDS`), in plan order."""
+    return [
+        other
+        for other in plan.runs
+        if other.teacher is None and other.init == init and _same_schedule(other, like)
+    ]
+
+
 def baseline(plan: Plan, spec: RunSpec) -> RunSpec | None:
     """The run ``spec`` is compared with (see the module doc), or None if the plan has none."""
     start = None
@@ -71,11 +81,8 @@ def baseline(plan: Plan, spec: RunSpec) -> RunSpec | None:
             return None
     candidates = [
         other
-        for other in plan.runs
-        if other.teacher is None
-        and other.name != spec.name
-        and (other.init == (start.name if start else None))
-        and _same_schedule(other, spec)
+        for other in _untaught(plan, start.name if start else None, spec)
+        if other.name != spec.name
     ]
     # the twin of its own seed (crop stream) where the plan has one, else the first in the plan
     same_seed = [other for other in candidates if other.seed == spec.seed]
@@ -85,11 +92,7 @@ def baseline(plan: Plan, spec: RunSpec) -> RunSpec | None:
 def seeds_of(plan: Plan, base: RunSpec) -> list[RunSpec]:
     """``base`` and every run that repeats it under another ``seed`` (trained without a teacher,
     same starting point and schedule), in plan order."""
-    return [
-        other
-        for other in plan.runs
-        if other.teacher is None and other.init == base.init and _same_schedule(other, base)
-    ]
+    return _untaught(plan, base.init, base)
 
 
 def teacher_passes(spec: RunSpec, step: int) -> int:
@@ -271,17 +274,7 @@ def replicates(plan: Plan) -> list[dict[str, Any]]:
     for spec in plan.runs:
         if spec.teacher is not None or spec.seed == 0:
             continue
-        twin = next(
-            (
-                other
-                for other in plan.runs
-                if other.teacher is None
-                and other.seed != spec.seed
-                and other.init == spec.init
-                and _same_schedule(other, spec)
-            ),
-            None,
-        )
+        twin = next((other for other in seeds_of(plan, spec) if other.seed != spec.seed), None)
         record = read_record(plan.run_dir(spec.name))
         twin_record = read_record(plan.run_dir(twin.name)) if twin else None
         if twin is None or record is None or twin_record is None:
