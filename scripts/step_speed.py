@@ -180,14 +180,18 @@ def main() -> None:
         parser.error(f"unknown variants {sorted(unknown)}")
     thread_counts = [1, 2] if args.device == "cpu" else [1]
     rows = []
-    print(f"{'codec':<16}{'variant':<18}{'threads':>8}{'ms/step':>10}{'images/s':>10}", flush=True)
+    width = max(len("codec"), *map(len, codecs)) + 2  # the widest codec name, then two spaces
+    print(
+        f"{'codec':<{width}}{'variant':<18}{'threads':>8}{'ms/step':>10}{'images/s':>10}",
+        flush=True,
+    )
     for codec in codecs:
         for variant in variants:
             for threads in thread_counts if variant == "bf16+cl" else thread_counts[:1]:
                 row = _result(_child(args, codec, variant, threads))
                 rows.append(row)
                 print(
-                    f"{codec:<16}{variant:<18}{threads:>8}{row['seconds_per_step'] * 1e3:>10.0f}{row['images_per_s']:>10.1f}",
+                    f"{codec:<{width}}{variant:<18}{threads:>8}{row['seconds_per_step'] * 1e3:>10.0f}{row['images_per_s']:>10.1f}",
                     flush=True,
                 )
     pairs = []
