@@ -389,11 +389,20 @@ def _budget(manifest: dict) -> str:
     if manifest["models"][0].get("variable_rate"):
         training = manifest["training"]
         init = training.get("init") or {}
-        start = (
-            f" from the campaign's `{init['run']}` ({init['step']:,} steps at λ 0.013)"
-            if init
+        continued = str(init.get("codec", "")).endswith("-vr")  # a variable-rate run continued
+        spent = init.get("compute") or {}
+        spent = (
+            f", {spent['cpu_core_hours']:.2f} CPU core-hours and {spent['gpu_hours']:.2f} GPU-hours"
+            if spent
             else ""
         )
+        if continued:
+            start = f" continuing the campaign's `{init['run']}` ({init['step']:,} steps{spent})"
+        elif init:
+            lmbda = f" at λ {init['lmbda']:g}" if init.get("lmbda") else ""
+            start = f" from the campaign's `{init['run']}` ({init['step']:,} steps{lmbda}{spent})"
+        else:
+            start = ""
         return (
             f"Training budget, stated plainly: the campaign run `{manifest['recipe']['run']}` "
             f"(`{manifest['recipe']['plan']}`), {training['steps']:,} steps{start}, each batch of "
@@ -402,7 +411,11 @@ def _budget(manifest: dict) -> str:
             f"{training['compute']['cpu_core_hours']:.2f} CPU core-hours and "
             f"{training['compute']['gpu_hours']:.2f} GPU-hours for this run (its record in "
             "`campaign/`). It has no teacher: it is "
-            + ("the scratch student made variable-rate" if init else "trained from scratch")
+            + (
+                "the scratch student made variable-rate"
+                if init and not continued
+                else "trained from scratch"
+            )
             + "; a FEDS student replaces it when one measures better. Published codecs train "
             "for days on GPUs."
         )

@@ -299,6 +299,20 @@ def training_data(folder: Path) -> dict[str, Any]:
     }
 
 
+def _start(plan: Any, init: dict | None) -> dict | None:
+    """The run a campaign run started from (its record's ``init``), with that run's codec and λ
+    from the plan and its compute from its record, so that the docs can say what it was (a
+    fixed-rate student made variable-rate, or a variable-rate run continued) and what the
+    codec cost in all."""
+    from lic.training.campaign import read_record
+
+    if not init:
+        return None
+    start = plan.run(init["run"])
+    record = read_record(plan.run_dir(start.name)) or {}
+    return {**init, "codec": start.codec, "lmbda": start.lmbda, "compute": record.get("compute")}
+
+
 def package_campaign(args: argparse.Namespace) -> None:
     """Package one campaign run as the default codec (see the module doc)."""
     from lic.checkpoint import load_codec
@@ -377,7 +391,7 @@ def package_campaign(args: argparse.Namespace) -> None:
                 "target_steps": spec.steps,
                 "images_seen": record["images_seen"],
                 "compute": record["compute"],
-                "init": record.get("init"),
+                "init": _start(plan, record.get("init")),
                 "teacher": spec.teacher,
             },
             "models": [model],

@@ -126,9 +126,9 @@ VR_RUN = """
 """
 
 
-def _package_campaign(package_default, setup_paths, weights, *extra: str) -> dict:
+def _package_campaign(package_default, setup_paths, weights, *extra: str, run="vr") -> dict:
     plan, shared, state = setup_paths
-    argv = ["--campaign", "vr", "--plan", str(plan), "--shared", str(shared)]
+    argv = ["--campaign", run, "--plan", str(plan), "--shared", str(shared)]
     argv += ["--state-dir", str(state), "--out", str(weights), "--until", "lic commit abc1234"]
     argv += ["--docs", str(weights.parent / "docs")]
     package_default.main([*argv, *extra])
@@ -214,6 +214,55 @@ def test_a_variable_rate_campaign_run_becomes_the_default_codec(
     with pytest.raises(UsageError, match=r"\(student-tiny-vr, variable rate 1 to 8\)"):
         coding.decode_file(tmp_path / "new.lic", tmp_path / "new.png", None)
     assert "1 retired" in capsys.readouterr().out
+
+
+def test_a_continued_campaign_run_says_where_it_started(package_default, setup, tmp_path) -> None:
+    """The manifest names the run it started from with that run's codec and λ, and make_docs'
+    budget line tells a variable-rate run continued from a fixed-rate student made variable-rate."""
+    plan_path, shared, state = setup
+    fixed = (
+        "  fixed:\n    codec: student-tiny\n    lmbda: 0.02\n    steps: 1\n    crops: [[0, 64]]\n"
+    )
+    more = "    init: {start}\n    after: {{{start}: {steps}}}\n"
+    plan_path.write_text(
+        campaign_tests.PLAN
+        + VR_RUN
+        + fixed
+        + VR_RUN.replace("vr:", "vr-more:")
+        + more.format(start="vr", steps=2)
+        + VR_RUN.replace("vr:", "vr-from-fixed:")
+        + more.format(start="fixed", steps=1)
+    )
+    plan = cp.load_plan(plan_path, shared, state)
+    for run in ("vr", "fixed", "vr-more", "vr-from-fixed"):
+        cp.train_slice(plan, run, seconds=120, evaluate=False)
+    spec = importlib.util.spec_from_file_location("make_docs", REPO / "scripts" / "make_docs.py")
+    make_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_docs)
+
+    weights = tmp_path / "weights"
+    manifest = _package_campaign(package_default, setup, weights, run="vr-more")
+    init = manifest["training"]["init"]
+    assert init == {
+        "run": "vr",
+        "step": 2,
+        "codec": "student-tiny-vr",
+        "lmbda": plan.run("vr").lmbda,
+        "compute": cp.read_record(plan.run_dir("vr"))["compute"],
+    }
+    assert init["compute"]["cpu_core_hours"] > 0
+    budget = make_docs._budget(manifest)
+    assert (
+        f"continuing the campaign's `vr` (2 steps, {init['compute']['cpu_core_hours']:.2f} CPU"
+        in budget
+    )
+    assert "it is trained from scratch" in budget and "made variable-rate" not in budget
+
+    manifest = _package_campaign(package_default, setup, weights, run="vr-from-fixed")
+    assert manifest["training"]["init"]["codec"] == "student-tiny"
+    budget = make_docs._budget(manifest)
+    assert "from the campaign's `fixed` (1 steps at λ 0.02, " in budget
+    assert "it is the scratch student made variable-rate" in budget
 
 
 def test_campaign_packaging_refusals_leave_the_weights_alone(
