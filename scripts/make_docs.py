@@ -389,7 +389,7 @@ def _budget(manifest: dict) -> str:
     if manifest["models"][0].get("variable_rate"):
         training = manifest["training"]
         init = training.get("init") or {}
-        continued = str(init.get("codec", "")).endswith("-vr")  # a variable-rate run continued
+        continued = bool(init.get("variable_rate"))  # a variable-rate run continued
         spent = init.get("compute") or {}
         spent = (
             f", {spent['cpu_core_hours']:.2f} CPU core-hours and {spent['gpu_hours']:.2f} GPU-hours"

@@ -304,13 +304,20 @@ def _start(plan: Any, init: dict | None) -> dict | None:
     from the plan and its compute from its record, so that the docs can say what it was (a
     fixed-rate student made variable-rate, or a variable-rate run continued) and what the
     codec cost in all."""
+    from lic.codecs.registry import codec_spec
     from lic.training.campaign import read_record
 
     if not init:
         return None
     start = plan.run(init["run"])
     record = read_record(plan.run_dir(start.name)) or {}
-    return {**init, "codec": start.codec, "lmbda": start.lmbda, "compute": record.get("compute")}
+    return {
+        **init,
+        "codec": start.codec,
+        "variable_rate": "rate_levels" in codec_spec(start.codec).kwargs,
+        "lmbda": start.lmbda,
+        "compute": record.get("compute"),
+    }
 
 
 def package_campaign(args: argparse.Namespace) -> None:

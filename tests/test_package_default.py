@@ -247,6 +247,7 @@ def test_a_continued_campaign_run_says_where_it_started(package_default, setup, 
         "run": "vr",
         "step": 2,
         "codec": "student-tiny-vr",
+        "variable_rate": True,
         "lmbda": plan.run("vr").lmbda,
         "compute": cp.read_record(plan.run_dir("vr"))["compute"],
     }
@@ -260,6 +261,7 @@ def test_a_continued_campaign_run_says_where_it_started(package_default, setup, 
 
     manifest = _package_campaign(package_default, setup, weights, run="vr-from-fixed")
     assert manifest["training"]["init"]["codec"] == "student-tiny"
+    assert not manifest["training"]["init"]["variable_rate"]
     budget = make_docs._budget(manifest)
     assert "from the campaign's `fixed` (1 steps at λ 0.02, " in budget
     assert "it is the scratch student made variable-rate" in budget
