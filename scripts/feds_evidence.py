@@ -43,8 +43,9 @@ from lic.training import campaign as cp
 from lic.training import campaign_study as study
 
 
-def _num(value, pattern: str, missing: str = "–") -> str:
-    return missing if value is None else format(value, pattern)
+def _num(value, pattern: str, missing: str = "–", suffix: str = "") -> str:
+    """``value`` formatted with ``pattern`` and ``suffix``, or ``missing`` (no suffix)."""
+    return missing if value is None else format(value, pattern) + suffix
 
 
 def _single_rate_table(rows: list[dict]) -> list[str]:
@@ -63,8 +64,8 @@ def _single_rate_table(rows: list[dict]) -> list[str]:
             f"| {r['teacher_passes']:,} "
             f"| {_num(r['compute_hours'], '.2f')} ({_num(r.get('baseline_compute_hours'), '.2f')}) "
             f"| {r['heldout_loss']:.4f} ({_num(r.get('baseline_loss'), '.4f')}) "
-            f"| {_num(r.get('loss_vs_baseline_equal_steps_percent'), '+.2f')}% "
-            f"| {_num(r.get('loss_vs_baseline_equal_compute_percent'), '+.2f')}% "
+            f"| {_num(r.get('loss_vs_baseline_equal_steps_percent'), '+.2f', suffix='%')} "
+            f"| {_num(r.get('loss_vs_baseline_equal_compute_percent'), '+.2f', suffix='%')} "
             f"| {_num(r.get('steps_to_baseline_final'), ',.0f', 'not reached')}, "
             f"{_num(r.get('compute_to_baseline_final'), '.2f', '–')} "
             f"| {_num(kodak and kodak['bpp'], '.3f')} / {_num(kodak and kodak['psnr'], '.2f')} "
