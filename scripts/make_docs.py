@@ -390,10 +390,10 @@ def _budget(manifest: dict) -> str:
         training = manifest["training"]
         init = training.get("init") or {}
         continued = bool(init.get("variable_rate"))  # a variable-rate run continued
-        spent = init.get("compute") or {}
+        before = init.get("compute")  # what the run it continues had cost
         spent = (
-            f", {spent['cpu_core_hours']:.2f} CPU core-hours and {spent['gpu_hours']:.2f} GPU-hours"
-            if spent
+            f", {before['cpu_core_hours']:.2f} CPU core-hours and {before['gpu_hours']:.2f} GPU-hours"
+            if before
             else ""
         )
         if continued:

@@ -314,7 +314,8 @@ def _start(plan: Any, init: dict | None) -> dict | None:
     return {
         **init,
         "codec": start.codec,
-        "variable_rate": "rate_levels" in codec_spec(start.codec).kwargs,
+        # as ChannelARCodec.variable_rate, without building the codec
+        "variable_rate": codec_spec(start.codec).kwargs.get("rate_levels", 0) > 0,
         "lmbda": start.lmbda,
         "compute": record.get("compute"),
     }
