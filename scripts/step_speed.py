@@ -11,11 +11,13 @@ step the campaign runs: resident crops, RD + aux loss, backward, clipping, both 
 update) and times ``--steps`` steps after 3 warm-up steps (median step time). Variants:
 
 - ``fp32``, ``cl`` (channels-last), ``bf16`` (bf16 autocast of the transforms; entropy model in
-  float32), ``bf16+cl``; with ``--compile`` also ``bf16+cl+compile`` (``torch.compile`` of the
-  codec's transforms);
-- on CPU: each codec alone with 1 and 2 threads, and pairs of single-thread runs side by side
-  (``teacher-small + student-small``, ``student-small + student-small``), which is the choice
-  the campaign's ``--jobs`` makes;
+  float32), ``bf16+cl``, and any of them with ``+compile`` (``torch.compile`` of the codec's
+  transforms); ``--compile`` adds the campaign's variant with ``+compile``;
+- on CPU, for the campaign's variant (``--campaign-variant``; by default what the campaign's
+  ``precision: auto`` picks on this machine: ``bf16+cl`` where the CPU has bf16 instructions,
+  ``fp32`` where bf16 would be emulated): each codec with 1 and 2 threads, and pairs of
+  single-thread runs side by side (``teacher-small + student-small``,
+  ``student-small + student-small``), which is the choice the campaign's ``--jobs`` makes;
 - the data path: a batch cut from resident crops against a batch decoded from PNGs each time
   (the Lightning ``ImageFolder`` without its cache).
 
@@ -149,7 +151,13 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="fp32,cl,bf16,bf16+cl",
-        help="comma-separated (bf16+cl is the one timed with 2 threads and side by side)",
+        help="comma-separated; each may end in +compile",
+    )
+    parser.add_argument(
+        "--campaign-variant",
+        default="auto",
+        help="the variant timed with 2 threads and side by side (auto: bf16+cl where the CPU "
+        "has bf16 instructions, else fp32)",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
@@ -174,8 +182,18 @@ def main() -> None:
     from lic.training.campaign import cpu_name
 
     codecs = args.codecs.split(",")
-    variants = args.variants.split(",") + (["bf16+cl+compile"] if args.compile else [])
-    unknown = set(variants) - {"fp32", "cl", "bf16", "bf16+cl", "bf16+cl+compile"}
+    from lic.training.precision import cpu_has_bf16
+
+    paired = args.campaign_variant
+    if paired == "auto":
+        paired = "bf16+cl" if args.device == "cuda" or cpu_has_bf16() else "fp32"
+    variants = args.variants.split(",")
+    if paired not in variants:
+        variants.append(paired)
+    if args.compile:
+        variants.append(f"{paired}+compile")
+    known = {"fp32", "cl", "bf16", "bf16+cl"}
+    unknown = {v for v in variants if v.removesuffix("+compile") not in known}
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}")
     thread_counts = [1, 2] if args.device == "cpu" else [1]
@@ -187,7 +205,7 @@ def main() -> None:
     )
     for codec in codecs:
         for variant in variants:
-            for threads in thread_counts if variant == "bf16+cl" else thread_counts[:1]:
+            for threads in thread_counts if variant == paired else thread_counts[:1]:
                 row = _result(_child(args, codec, variant, threads))
                 rows.append(row)
                 print(
@@ -198,12 +216,12 @@ def main() -> None:
     if args.device == "cpu" and len(codecs) >= 1:
         combos = [(codecs[0], codecs[0])] + ([(codecs[1], codecs[0])] if len(codecs) > 1 else [])
         for first, second in combos:
-            processes = [_child(args, first, "bf16+cl", 1), _child(args, second, "bf16+cl", 1)]
+            processes = [_child(args, first, paired, 1), _child(args, second, paired, 1)]
             results = [_result(p) for p in processes]
             pairs.append(
                 {
                     "runs": [first, second],
-                    "variant": "bf16+cl",
+                    "variant": paired,
                     "threads_each": 1,
                     "seconds_per_step": [r["seconds_per_step"] for r in results],
                 }
@@ -226,6 +244,8 @@ def main() -> None:
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
         "machine": platform.machine(),
+        "cpu_bf16": cpu_has_bf16() if args.device == "cpu" else None,
+        "campaign_variant": paired,
         "torch": torch.__version__,
         "crop": args.crop,
         "batch": args.batch,
