@@ -65,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reserved_state_bytes,
         run_progress,
         runnable,
+        worker_environment,
     )
 
     plan = _plan(args)
@@ -180,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ]
             if args.max_steps:
                 command += ["--max-steps", str(args.max_steps)]
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            env = worker_environment(threads)
             log = open(log_dir / f"{spec.name}.log", "a")  # noqa: SIM115 - owned by the child
             running[spec.name] = (
                 subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT),

@@ -12,7 +12,9 @@ update) and times ``--steps`` steps after 3 warm-up steps (median step time). Va
 
 - ``fp32``, ``cl`` (channels-last), ``bf16`` (bf16 autocast of the transforms; entropy model in
   float32), ``bf16+cl``, and any of them with ``+compile`` (``torch.compile`` of the codec's
-  transforms); ``--compile`` adds the campaign's variant with ``+compile``;
+  transforms) or ``+glibc`` (glibc's default malloc thresholds instead of the campaign
+  worker's, ``lic.training.campaign.MALLOC_ENV``); ``--compile`` adds the campaign's variant
+  with ``+compile``;
 - on CPU, for the campaign's variant (``--campaign-variant``; by default what the campaign's
   ``precision: auto`` picks on this machine: ``bf16+cl`` where the CPU has bf16 instructions,
   ``fp32`` where bf16 would be emulated): each codec with 1 and 2 threads, and pairs of
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -131,7 +132,12 @@ def _child(args: argparse.Namespace, codec: str, variant: str, threads: int) -> 
         "--device",
         args.device,
     ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    from lic.training.campaign import MALLOC_ENV, worker_environment
+
+    env = worker_environment(threads)  # what a campaign worker runs with
+    if "glibc" in variant.split("+"):
+        for key in MALLOC_ENV:
+            env.pop(key, None)
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
@@ -193,7 +199,9 @@ def main() -> None:
     if args.compile:
         variants.append(f"{paired}+compile")
     known = {"fp32", "cl", "bf16", "bf16+cl"}
-    unknown = {v for v in variants if v.removesuffix("+compile") not in known}
+    unknown = {
+        v for v in variants if v.removesuffix("+glibc").removesuffix("+compile") not in known
+    }
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}")
     thread_counts = [1, 2] if args.device == "cpu" else [1]

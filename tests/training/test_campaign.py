@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -958,3 +959,49 @@ def test_measure_adds_the_kodak_point_a_gpu_command_could_not(setup) -> None:
     assert process.returncode != 0 and len(err.strip().splitlines()) == 1
     assert "not finished (1 of 100000 steps)" in err
     assert (plan.run_dir("scratch") / "state.json").read_bytes() == before_scratch
+
+
+_MMAPPED_BYTES = """
+import ctypes
+libc = ctypes.CDLL(None)
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc.malloc.restype = ctypes.c_void_p
+libc.mallinfo2.restype = Info
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(64 << 20)
+print(libc.mallinfo2().hblkhd - before)
+libc.free(ctypes.c_void_p(block))
+"""
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc"
+    or tuple(int(part) for part in platform.libc_ver()[1].split(".")[:2]) < (2, 33),
+    reason="mallinfo2 is glibc >= 2.33",
+)
+def test_a_worker_keeps_large_blocks_in_its_heap() -> None:
+    """glibc maps a 64 MB block by itself (and unmaps it when freed, every training step);
+    under the worker's environment it comes from the heap instead."""
+    bare = {k: v for k, v in os.environ.items() if k not in cp.MALLOC_ENV}
+
+    def mmapped(env: dict[str, str]) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _MMAPPED_BYTES], env=env, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert mmapped(bare) >= 64 << 20
+    env = cp.worker_environment(3, bare)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    assert mmapped(env) == 0
+    # a value the user set wins
+    assert (
+        cp.worker_environment(1, {**bare, "MALLOC_MMAP_THRESHOLD_": "4096"})[
+            "MALLOC_MMAP_THRESHOLD_"
+        ]
+        == "4096"
+    )
