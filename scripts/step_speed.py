@@ -2,13 +2,15 @@
 """Speed of one campaign training step under each option: precision, layout, threads, runs side by side.
 
     python scripts/step_speed.py [--codecs student-small,teacher-small] [--crop 128] [--batch 8]
-                                 [--steps 12] [--variants fp32,cl,bf16,bf16+cl]
+                                 [--steps 12] [--variants fp32,cl,bf16,bf16+cl] [--repeats 1]
                                  [--device cpu|cuda] [--compile]
                                  [-o docs/campaign/step-speed-cpu.json]
 
 Every measurement is a fresh process that builds the campaign's own :class:`RunTrainer` (the
 step the campaign runs: resident crops, RD + aux loss, backward, clipping, both optimizers, EMA
-update) and times ``--steps`` steps after 3 warm-up steps (median step time). Variants:
+update) and times ``--steps`` steps after 3 warm-up steps (median step time); with
+``--repeats N`` every configuration alone is measured in N rounds of fresh processes and the
+median is reported (a shared VM's speed drifts by 10% from one minute to the next). Variants:
 
 - ``fp32``, ``cl`` (channels-last), ``bf16`` (bf16 autocast of the transforms; entropy model in
   float32), ``bf16+cl``, and any of them with ``+compile`` (``torch.compile`` of the codec's
@@ -165,6 +167,12 @@ def main() -> None:
         help="the variant timed with 2 threads and side by side (auto: bf16+cl where the CPU "
         "has bf16 instructions, else fp32)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of fresh processes over every configuration alone (median reported)",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
         "--compile", action="store_true", help="also measure torch.compile of the transforms"
@@ -211,15 +219,33 @@ def main() -> None:
         f"{'codec':<{width}}{'variant':<18}{'threads':>8}{'ms/step':>10}{'images/s':>10}",
         flush=True,
     )
-    for codec in codecs:
-        for variant in variants:
-            for threads in thread_counts if variant == paired else thread_counts[:1]:
-                row = _result(_child(args, codec, variant, threads))
-                rows.append(row)
-                print(
-                    f"{codec:<{width}}{variant:<18}{threads:>8}{row['seconds_per_step'] * 1e3:>10.0f}{row['images_per_s']:>10.1f}",
-                    flush=True,
-                )
+    configs = [
+        (codec, variant, threads)
+        for codec in codecs
+        for variant in variants
+        for threads in (thread_counts if variant == paired else thread_counts[:1])
+    ]
+    # --repeats: every configuration once per round, rounds one after another, so that a slow
+    # spell of a shared machine falls on all of them; the row is the median over rounds
+    samples: dict[tuple, list[float]] = {config: [] for config in configs}
+    for _ in range(args.repeats):
+        for config in configs:
+            samples[config].append(_result(_child(args, *config))["seconds_per_step"])
+    for (codec, variant, threads), seconds in samples.items():
+        median = statistics.median(seconds)
+        row = {
+            "codec": codec,
+            "variant": variant,
+            "threads": threads,
+            "seconds_per_step": median,
+            "images_per_s": args.batch / median,
+            "rounds": seconds,
+        }
+        rows.append(row)
+        print(
+            f"{codec:<{width}}{variant:<18}{threads:>8}{median * 1e3:>10.0f}{row['images_per_s']:>10.1f}",
+            flush=True,
+        )
     pairs = []
     if args.device == "cpu" and len(codecs) >= 1:
         combos = [(codecs[0], codecs[0])] + ([(codecs[1], codecs[0])] if len(codecs) > 1 else [])
@@ -258,6 +284,7 @@ def main() -> None:
         "crop": args.crop,
         "batch": args.batch,
         "timed_steps": args.steps,
+        "repeats": args.repeats,
         "alone": rows,
         "side_by_side": pairs,
         "data": data,

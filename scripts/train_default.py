@@ -21,7 +21,6 @@ command continues the plan. Each run logs to ``runs/<name>/lmbda_<λ>/train.log`
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lic.paths import RUNS_DIR, RunDir, run_dir
+from lic.training.campaign import worker_environment
 
 
 @dataclass
@@ -120,7 +120,7 @@ def main() -> None:
     finished = {job.name for job in jobs if job.done}
     pending = [job for job in jobs if job.name not in finished]
     running: dict[str, tuple[Job, subprocess.Popen, float]] = {}
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = worker_environment(1)  # one thread each, large blocks kept in the heap
     while pending or running:
         for name, (job, process, started) in list(running.items()):
             code = process.poll()
