@@ -419,11 +419,12 @@ def cpu_name() -> str:
 
 # glibc's malloc hands every freed block above its (adaptive) mmap threshold back to the kernel
 # and maps it afresh at the next step. A CPU training step frees and reallocates activations of
-# tens of MB per layer, so the process pays page faults for them every step: ~10% of a
-# ``student-medium-vr`` step at 8 x 256² on one AVX2 EPYC core (2.41-2.48 s against 2.18-2.22 s,
-# ``scripts/step_speed.py --variants fp32,fp32+glibc``). Fixed thresholds of 1 GiB keep those
-# blocks in the heap for the next step; the peak memory is the same. Other C libraries ignore
-# these variables, and a value already in the environment wins.
+# tens of MB per layer, so the process pays page faults for them every step: 7.7% of a
+# ``student-medium-vr`` step at 8 x 256² on one AVX2 EPYC core (2,392 ms against 2,209 ms; no
+# change for ``student-small`` at 128²: ``scripts/step_speed.py --variants fp32,fp32+glibc
+# --repeats 3``, docs/campaign/step-speed-cpu-epyc-avx2-malloc-*.json). Fixed thresholds of
+# 1 GiB keep those blocks in the heap for the next step; the peak memory is the same. Other C
+# libraries ignore these variables, and a value already in the environment wins.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
