@@ -196,11 +196,12 @@ def main() -> None:
     from lic.training.campaign import cpu_name
 
     codecs = args.codecs.split(",")
-    from lic.training.precision import cpu_has_bf16
+    from lic.training.precision import autocast_dtype, cpu_has_bf16
 
     paired = args.campaign_variant
-    if paired == "auto":
-        paired = "bf16+cl" if args.device == "cuda" or cpu_has_bf16() else "fp32"
+    if paired == "auto":  # what the campaign's precision: auto trains in on this device
+        bf16 = autocast_dtype("auto", torch.device(args.device)) is not None
+        paired = "bf16+cl" if bf16 else "fp32"
     variants = args.variants.split(",")
     if paired not in variants:
         variants.append(paired)
