@@ -24,7 +24,9 @@ def perturbed_codec(
     few Adam steps on the rate alone, so the coded distributions look like a trained codec's.
     (A random hyper-synthesis predicts scales that leave symbols far in the escape-coded tails,
     where the likelihood is floored and has no gradient, and where modelled and real code
-    lengths legitimately differ.)
+    lengths legitimately differ.) The fit keeps the parameters of its lowest rate, not its last
+    step's: a few steps of Adam can end in a transient that leaves a slice's means off, and
+    which step does so depends on the CPU's floating-point order (thread count included).
     """
     torch.manual_seed(seed)
     codec = create_codec(name)
@@ -43,12 +45,19 @@ def perturbed_codec(
     ]
     optimizer = torch.optim.Adam(entropy_parameters, lr=3e-3)
     codec.train()
+    best_rate, best = float("inf"), None
     for _ in range(steps):
         out = codec(image)
         rate = sum(-torch.log2(lik).sum() for lik in out.likelihoods.values())
+        if rate.item() < best_rate:
+            best_rate, best = rate.item(), [p.detach().clone() for p in entropy_parameters]
         optimizer.zero_grad()
         rate.backward()
         optimizer.step()
+    if best is not None:  # Adam's last step can land in a transient; keep the best fit seen
+        with torch.no_grad():
+            for p, kept in zip(entropy_parameters, best, strict=True):
+                p.copy_(kept)
     codec.eval()
     codec.update(force=True, update_quantiles=True)
     return codec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lic import bitstream, coding
+from lic import bitstream, coding, rans
 from lic.checkpoint import weights_fingerprint
 from tests.helpers import TINY_CODECS, perturbed_codec
 
@@ -41,21 +41,39 @@ def test_decompress_reproduces_eval_forward(calibrated) -> None:
 
 
 def test_container_size_matches_modelled_rate(calibrated) -> None:
+    """The rANS payload costs what the likelihoods say, symbol by symbol, within table precision.
+
+    A symbol the 16-bit tables can represent (modelled cost at most ``rans.PRECISION`` bits) is
+    coded at its modelled cost up to the tables' quantisation, 1% in all. A *tail* symbol beyond
+    that precision is not: its likelihood may sit at the model's floor (1e-9, 29.9 bits) while
+    the coder spends the table's smallest frequency on it, plus bypass chunks when it is escaped.
+    So each tail symbol is bounded, not matched: between 0 and ``PRECISION + BYPASS_BITS * (1 +
+    MAX_BYPASS_CHUNKS)`` bits (the escape, the bypass count, at most 8 chunks). How many tails
+    there are depends on the fit, which floating-point differences between CPUs move, so the
+    test counts them rather than assuming none, and asks that they stay rare.
+    """
     name, codec, image = calibrated
     codec.fingerprint = weights_fingerprint(codec)
     codec.metadata = {}
     with torch.no_grad():
         out = codec(image)
-    modelled_bits = sum(-torch.log2(lik).sum().item() for lik in out.likelihoods.values())
+    bits = torch.cat([-torch.log2(lik).flatten() for lik in out.likelihoods.values()])
+    tail = bits > rans.PRECISION
+    assert tail.float().mean() < 0.03, f"{name}: {int(tail.sum())} tail symbols, the fit failed"
+    body_bits = bits[~tail].sum().item()
+    tail_bound = int(tail.sum()) * (
+        rans.PRECISION + rans.BYPASS_BITS * (1 + rans.MAX_BYPASS_CHUNKS)
+    )
     data = coding.encode(codec, image)
     stream = bitstream.unpack(data)
     strings = [s for per_latent in stream.strings.values() for s in per_latent]
-    header_bytes = len(data) - sum(len(s) for s in strings)
+    payload_bits = 8 * sum(len(s) for s in strings)
     # Each rANS string ends with the coder's flushed 64-bit state, written in 32-bit words.
-    flush_bytes = 12 * len(strings)
-    payload_bits = 8 * (len(data) - header_bytes)
-    assert abs(payload_bits - modelled_bits) <= 0.01 * modelled_bits + 8 * flush_bytes, (
-        f"{name}: {payload_bits} coded bits vs {modelled_bits:.0f} modelled"
+    flush_bits = 8 * 12 * len(strings)
+    low, high = 0.99 * body_bits, 1.01 * body_bits + tail_bound + flush_bits
+    assert low <= payload_bits <= high, (
+        f"{name}: {payload_bits} coded bits, expected {low:.0f} to {high:.0f} "
+        f"({body_bits:.0f} modelled in the tables' range, {int(tail.sum())} tail symbols)"
     )
     assert torch.equal(coding.decode(codec, data), out.x_hat.clamp(0, 1))
 
