@@ -49,8 +49,8 @@ def perturbed_codec(
     for _ in range(steps):
         out = codec(image)
         rate = sum(-torch.log2(lik).sum() for lik in out.likelihoods.values())
-        if rate.item() < best_rate:
-            best_rate, best = rate.item(), [p.detach().clone() for p in entropy_parameters]
+        if (value := rate.item()) < best_rate:
+            best_rate, best = value, [p.detach().clone() for p in entropy_parameters]
         optimizer.zero_grad()
         rate.backward()
         optimizer.step()
