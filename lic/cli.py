@@ -13,6 +13,9 @@ from pathlib import Path
 from lic.errors import LicError, UsageError
 
 MAX_PIXELS_HELP = "refuse larger images (default: $LIC_MAX_PIXELS or 2**25 = 33,554,432)"
+#: ``--refine`` without a count: :data:`lic.codecs.refine.DEFAULT_STEPS` (not imported here, so
+#: that ``lic --help`` does not load torch; a test keeps the two equal).
+DEFAULT_REFINE_STEPS = 20
 
 
 def _cmd_encode(args: argparse.Namespace) -> None:
@@ -28,6 +31,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
         target_bpp=args.target_bpp,
         target_psnr=args.target_psnr,
         tile=args.tile,
+        refine=args.refine,
     )
     if report.notice:
         print(f"lic: note: {args.input}: {report.notice}", file=sys.stderr)
@@ -133,7 +137,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                 f"--qualities takes numbers separated by commas, got {args.qualities!r}"
             ) from None
     written = run_evaluation(
-        images, checkpoints or [], args.output, anchors, args.device, args.name, label, qualities
+        images,
+        checkpoints or [],
+        args.output,
+        anchors,
+        args.device,
+        args.name,
+        label,
+        qualities,
+        args.refine,
     )
     for path in written:
         print(path)
@@ -277,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="code images larger than this many pixels a side in overlapping tiles, which "
         "bounds memory (default: $LIC_TILE or 2048; 0: never tile)",
     )
+    p.add_argument(
+        "--refine",
+        type=int,
+        nargs="?",
+        const=DEFAULT_REFINE_STEPS,
+        default=0,
+        metavar="STEPS",
+        help="refine the latents by STEPS gradient steps on the codec's rate-distortion "
+        f"objective before coding (default STEPS: {DEFAULT_REFINE_STEPS}): smaller files or "
+        "higher PSNR for much slower encoding; decoding is unchanged",
+    )
     p.set_defaults(run=_cmd_encode)
 
     p = sub.add_parser("decode", help="decompress a .lic file into a PNG")
@@ -358,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--qualities",
         help="points of a variable-rate checkpoint, e.g. 1,2.5,4,8 (default: every trained level)",
+    )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="encoder-side refinement steps per image for the checkpoints (as lic encode "
+        "--refine; default 0: none)",
     )
     p.add_argument("--name", help="curve name for the checkpoints (default: the codec's)")
     p.add_argument("--anchors", help="comma-separated: jpeg,webp,avif,jxl,jpeg2000,bpg")

@@ -19,6 +19,7 @@ from lic import bitstream, tiling
 from lic.bitstream import Bitstream, fingerprint_prefix
 from lic.checkpoint import load_codec
 from lic.codecs import Compressed
+from lic.codecs.refine import Refinement, refine_latents
 from lic.errors import BitstreamError, CheckpointError, LicError, UsageError
 from lic.files import atomic_output
 from lic.imageio import check_pixels, load_image, save_png, tensor_to_pixels
@@ -48,6 +49,7 @@ def encode(
     quality: float | None = None,
     tile: int | None = None,
     overlap: int = tiling.DEFAULT_OVERLAP,
+    refine: int = 0,
 ) -> bytes:
     """Compress a batch ``(B, 3, H, W)`` in ``[0, 1]`` into container bytes.
 
@@ -57,6 +59,10 @@ def encode(
     A single image larger than ``tile`` pixels on a side (default :func:`lic.tiling.tile_setting`;
     0: never) is coded in overlapping tiles one at a time, so memory is bounded by the tile
     size (:mod:`lic.tiling`); the file records the tiling.
+
+    ``refine`` > 0 refines the latents of each image (or tile) by that many gradient steps on
+    the codec's rate–distortion objective before coding them (:mod:`lic.codecs.refine`):
+    slower encoding, the same decoder.
     """
     tile = tiling.tile_setting(tile)
     height, width = images.shape[-2:]
@@ -67,28 +73,40 @@ def encode(
             raise UsageError(str(exc)) from None
         parts = [
             _stream(
-                codec, images[..., b.top : b.top + b.height, b.left : b.left + b.width], quality
+                codec,
+                images[..., b.top : b.top + b.height, b.left : b.left + b.width],
+                quality,
+                refine,
             )
             for b in boxes
         ]
         header = replace(parts[0], image_size=(height, width))
         return bitstream.pack(header.tiled((tile, overlap), parts))
-    return bitstream.pack(_stream(codec, images, quality))
+    return bitstream.pack(_stream(codec, images, quality, refine))
 
 
-def _stream(codec: nn.Module, images: torch.Tensor, quality: float | None) -> Bitstream:
+def _stream(
+    codec: nn.Module, images: torch.Tensor, quality: float | None, refine: int = 0
+) -> Bitstream:
     """Code ``images`` whole into a :class:`Bitstream` (see :func:`encode`)."""
     device = next(codec.parameters()).device
+    images = images.to(device)
     if not getattr(codec, "variable_rate", False):
         if quality is not None:
             raise UsageError(f"{codec.codec_name} is a fixed-rate codec: it takes no quality")
-        compressed: Compressed = codec.compress(images.to(device))
     else:
         try:
             quality = codec.check_quality(quality)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        compressed = codec.compress(images.to(device), quality=quality)
+    latents = None
+    if refine:
+        try:
+            result = refine_latents(codec, images, quality, Refinement(steps=refine))
+        except ValueError as exc:
+            raise UsageError(f"--refine: {exc}") from None
+        latents = (result.y, result.z)
+    compressed: Compressed = codec.compress(images, quality=quality, latents=latents)
     metadata = getattr(codec, "metadata", {}) or {}
     lmbda = metadata.get("lmbda")
     if compressed.quality is not None:
@@ -235,8 +253,9 @@ def _trial(
     psnr: bool,
     label=None,
     tile: int | None = None,
+    refine: int = 0,
 ) -> Trial:
-    data = encode(codec, image, quality, tile=tile)
+    data = encode(codec, image, quality, tile=tile, refine=refine)
     bpp = 8 * len(data) / (image.shape[-2] * image.shape[-1])
     value = None
     if psnr:
@@ -258,6 +277,7 @@ def search_quality(
     labels: list[float] | None = None,
     psnr_tolerance: float = 0.05,
     tile: int | None = None,
+    refine: int = 0,
 ) -> tuple[Trial, int]:
     """Find the quality that meets a target: a file size or a quality level.
 
@@ -272,6 +292,7 @@ def search_quality(
     Args:
         labels: the quality numbers of fixed-rate ``codecs`` (reported in the chosen trial).
         tile: the tile size every encode uses (:func:`encode`).
+        refine: refinement steps of every encode (:func:`encode`).
 
     Returns:
         The chosen trial and how many encodes the search took.
@@ -299,7 +320,7 @@ def search_quality(
         low, high = codec.quality_range
         trials = {}
         for quality in (low, high):
-            trials[quality] = _trial(codec, image, quality, by_psnr, tile=tile)
+            trials[quality] = _trial(codec, image, quality, by_psnr, tile=tile, refine=refine)
             encodes += 1
         if not meets(trials[low] if not by_psnr else trials[high]):
             return (trials[low] if not by_psnr else trials[high]), encodes  # out of reach
@@ -307,7 +328,7 @@ def search_quality(
             return (trials[high] if not by_psnr else trials[low]), encodes  # every quality meets
         best = trials[low] if not by_psnr else trials[high]
         while encodes < max_encodes and not close(best):
-            middle = _trial(codec, image, (low + high) / 2, by_psnr, tile=tile)
+            middle = _trial(codec, image, (low + high) / 2, by_psnr, tile=tile, refine=refine)
             encodes += 1
             if meets(middle):
                 best = middle
@@ -318,7 +339,7 @@ def search_quality(
     trials = []
     for index, codec in enumerate(codecs):
         label = labels[index] if labels else None
-        trials.append(_trial(codec, image, None, by_psnr, label, tile=tile))
+        trials.append(_trial(codec, image, None, by_psnr, label, tile=tile, refine=refine))
         encodes += 1
     meeting = [t for t in trials if meets(t)]
     if not meeting:  # nearest reachable: the smallest file, or the best PSNR
@@ -336,6 +357,7 @@ def encode_file(
     target_bpp: float | None = None,
     target_psnr: float | None = None,
     tile: int | None = None,
+    refine: int = 0,
 ) -> EncodeReport:
     """Encode one image file into a ``.lic`` file (written atomically).
 
@@ -346,13 +368,16 @@ def encode_file(
     its range. ``target_bpp`` / ``target_psnr`` search the quality instead
     (:func:`search_quality`): over the rate points of a fixed-rate default, continuously over
     one variable-rate codec. The report gives the quality used.
-    Images larger than ``tile`` pixels a side are coded in tiles (:func:`encode`).
+    Images larger than ``tile`` pixels a side are coded in tiles (:func:`encode`);
+    ``refine`` steps refine the latents before coding (:func:`encode`).
     """
     from lic import pretrained
 
     searching = target_bpp is not None or target_psnr is not None
     if quality is not None and searching:
         raise UsageError("give --quality or a target (--target-bpp, --target-psnr), not both")
+    if not (isinstance(refine, int) and refine >= 0):
+        raise UsageError(f"--refine takes a whole number of steps >= 0, got {refine!r}")
     target = resolve_device(device)
     tile = tiling.tile_setting(tile)
     image = load_image(source, max_pixels)
@@ -387,13 +412,13 @@ def encode_file(
     start = time.perf_counter()
     search = None
     if target_bpp is None and target_psnr is None:
-        data = encode(codecs[0], tensor, quality, tile=tile)
+        data = encode(codecs[0], tensor, quality, tile=tile, refine=refine)
         chosen = quality if quality is not None else getattr(codecs[0], "default_quality", None)
         chosen = fixed_quality if chosen is None else chosen
         psnr = None
     else:
         trial, encodes = search_quality(
-            codecs, tensor, target_bpp, target_psnr, labels=labels, tile=tile
+            codecs, tensor, target_bpp, target_psnr, labels=labels, tile=tile, refine=refine
         )
         data, chosen, psnr = trial.data, trial.quality, trial.psnr
         goal = f"{target_bpp} bpp" if target_bpp is not None else f"{target_psnr} dB"

@@ -12,9 +12,12 @@ Every step is a `lic` command, printed before it runs:
    ``runs/default_teacher`` is here (training output is not in the repository; without it the
    committed teacher results are reused);
 3. ``lic evaluate`` of WebP and AVIF (step ``clic-anchors``) and of the default codec (step
-   ``clic``) on the shared CLIC images;
+   ``clic``) on the shared CLIC images; of the default codec with ``--refine 20`` (encoder-side
+   refinement, step ``refine``) on Kodak. The two slow steps reuse results made with the
+   installed weights (``--force`` redoes them);
 4. ``lic report`` of the default against JPEG, WebP, AVIF, the published VTM curve and its
-   teacher (if it has one) on Kodak, and against WebP and AVIF on CLIC; on both, against the
+   teacher (if it has one) on Kodak, and against WebP and AVIF on CLIC; the refined default
+   against WebP, AVIF, VTM and the default without refinement on Kodak; on both, against the
    default it replaced, where ``docs/default-model/previous/{kodak,clic}.json`` hold that
    codec's curves (this script's own earlier results, which ``scripts/package_default.py``
    keeps there, named after the codec, when it replaces it), and against the campaign's
@@ -42,6 +45,15 @@ from lic.paths import RUNS_DIR, run_dirs, shared_dir
 
 OUT = Path("docs/default-model")
 STUDENT = "lic-default"
+REFINE_STEPS = 20
+REFINED = f"lic-default-refine{REFINE_STEPS}"
+#: The refined default's reports on Kodak: folder -> (anchor, label).
+REFINE_REPORTS = {
+    "refine-vs-default": ("student", "the default without refinement"),
+    "refine-vs-webp": ("webp", "WebP"),
+    "refine-vs-avif": ("avif", "AVIF"),
+    "refine-vs-vtm": ("vtm", "VTM (published)"),
+}
 TEACHER = "teacher-small"
 REPORTS = {  # folder: (anchor, label)
     "vs-jpeg": ("jpeg", "JPEG (Pillow, libjpeg-turbo 4:2:0, measured here)"),
@@ -71,15 +83,28 @@ OTHER_CURVES = {
         Path("docs/feds-study/campaign/student-feds/clic/teachers"),
     ),
 }
-ALL_STEPS = ("anchors", "student", "teacher", "clic-anchors", "clic", "bench", "reports")
+ALL_STEPS = (
+    "anchors",
+    "student",
+    "teacher",
+    "clic-anchors",
+    "clic",
+    "refine",
+    "bench",
+    "reports",
+)
 
 
-def made_with_installed(path: Path) -> bool:
+def made_with_installed(path: Path, refine: int = 0) -> bool:
     """Whether a ``lic evaluate`` result holds every installed default checkpoint and no other
-    (by weights fingerprint): then evaluating again would give the same figures."""
+    (by weights fingerprint), refined by ``refine`` steps: then evaluating again would give the
+    same figures."""
     if not (REPO / path).is_file():
         return False
-    made = {c["fingerprint"] for c in load(path).get("checkpoints", [])}
+    checkpoints = load(path).get("checkpoints", [])
+    made = {c["fingerprint"] for c in checkpoints}
+    if any(c.get("refine_steps", 0) != refine for c in checkpoints):
+        return False
     return made == {m.fingerprint for m in pretrained.default_models()}
 
 
@@ -127,7 +152,9 @@ def main() -> None:
     )
     parser.add_argument("--bench-runs", type=int, default=3)
     parser.add_argument(
-        "--force", action="store_true", help="re-evaluate CLIC even if made with these weights"
+        "--force",
+        action="store_true",
+        help="re-evaluate CLIC and the refined default even if made with these weights",
     )
     parser.add_argument(
         "--limit", type=int, help="only the first N Kodak images (a quick check, not the docs)"
@@ -195,6 +222,23 @@ def main() -> None:
             print(f"({OUT / 'clic'}: made with the installed weights, reused; --force redoes it)")
         else:
             lic("evaluate", "--dataset", "clic", *limit, "--name", STUDENT, "-o", str(OUT / "clic"))
+    if "refine" in steps:
+        path = OUT / "kodak-refine" / f"{REFINED}.json"
+        if made_with_installed(path, REFINE_STEPS) and not (args.force or limit):
+            print(f"({path.parent}: made with the installed weights, reused; --force redoes it)")
+        else:
+            lic(
+                "evaluate",
+                "--dataset",
+                "kodak",
+                *limit,
+                "--refine",
+                str(REFINE_STEPS),
+                "--name",
+                REFINED,
+                "-o",
+                str(path.parent),
+            )
     if "bench" in steps:
         bench = [
             "bench",
@@ -253,6 +297,12 @@ def main() -> None:
                 "-o",
                 str(OUT / folder),
             )
+    refined = OUT / "kodak-refine" / f"{REFINED}.json"
+    if made_with_installed(refined, REFINE_STEPS):
+        for folder, (anchor, _) in REFINE_REPORTS.items():
+            anchor_arg = str(vtm) if anchor == "vtm" else load(curves[anchor])["name"]
+            files = [str(refined)] + ([] if anchor == "vtm" else [str(curves[anchor])])
+            lic("report", *files, "--anchor", anchor_arg, "-o", str(OUT / folder))
     for folder, (path, _, dataset) in other_reports().items():
         student = clic.get("student") if dataset == "CLIC" else curves["student"]
         if student is not None:
@@ -296,7 +346,7 @@ def write_markdown(curves: dict[str, Path]) -> None:
     block = results_block(curves)
     made = [
         f
-        for f in [*reports(), *CLIC_REPORTS, *other_reports()]
+        for f in [*reports(), *CLIC_REPORTS, *other_reports(), *REFINE_REPORTS]
         if (REPO / OUT / f / "report.md").is_file()
     ]
     (REPO / OUT / "README.md").write_text(
@@ -468,6 +518,7 @@ def results_block(curves: dict[str, Path]) -> str:
             f"{row['parameter_ratio']:.1%} | {row['time_ratio']:.1%} |"
         )
     speed_table = "\n".join(speed_lines)
+    refine_block = _refine_block(kodak_default=student) if variable else None
     where = (
         "Kodak (all 24 images) and the shared CLIC images (21), real bitstreams"
         if variable
@@ -481,10 +532,44 @@ def results_block(curves: dict[str, Path]) -> str:
             ),
             rd_table,
             bd_table,
+            *([refine_block] if refine_block else []),
             speed_table,
             _budget(manifest),
         ]
     )
+
+
+def _refine_block(kodak_default: dict) -> str | None:
+    """The refined default on Kodak: per quality beside the default, and its BD-rates."""
+    path = OUT / "kodak-refine" / f"{REFINED}.json"
+    if not (REPO / path).is_file():
+        return None
+    if not made_with_installed(path, REFINE_STEPS):  # step refine redoes it
+        print(f"({path}: not made with the installed weights: left out of the results)")
+        return None
+    refined = load(path)
+    lines = [
+        (
+            f"With encoder-side refinement (`lic encode --refine {REFINE_STEPS}`, "
+            "`lic/codecs/refine.py`; the same weights, files and decoder), on Kodak:"
+        ),
+        "",
+        "| quality | bpp | PSNR (dB) | MS-SSIM | encode s | without refinement: bpp | PSNR (dB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    r, d = refined["results"], kodak_default["results"]
+    for point in refined["points"]:
+        i, j = _index(refined, point), _index(kodak_default, point)
+        lines.append(
+            f"| {point.removeprefix('quality=')} | {r['bpp'][i]:.3f} | {r['psnr-rgb'][i]:.2f} | "
+            f"{r['ms-ssim-rgb'][i]:.4f} | {r['encoding_time'][i]:.1f} | {d['bpp'][j]:.3f} | "
+            f"{d['psnr-rgb'][j]:.2f} |"
+        )
+    lines += ["", "| the refined default against, on Kodak | BD-rate (PSNR) |", "|---|---:|"]
+    for folder, (_, label) in REFINE_REPORTS.items():
+        if (REPO / OUT / folder / "report.json").is_file():
+            lines.append(f"| {label} | {_bd(folder, refined['name'])} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

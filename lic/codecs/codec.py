@@ -76,6 +76,21 @@ class Compressed:
         return len(self.strings["y"])
 
 
+@dataclass
+class RelaxedCoding:
+    """What :meth:`ChannelARCodec.decode_relaxed` returns.
+
+    Attributes:
+        x_hat: reconstruction of the padded images from the rounded latents, not clamped.
+        bits: bits of each image ``(B,)``: likelihoods of the rounded latents (straight-through).
+        smooth_bits: bits of each image ``(B,)`` at the unrounded latents (for gradients).
+    """
+
+    x_hat: Tensor
+    bits: Tensor
+    smooth_bits: Tensor
+
+
 def _round_ste(x: Tensor) -> Tensor:
     """Round in the forward pass, identity gradient in the backward pass."""
     return x + (torch.round(x) - x).detach()
@@ -440,23 +455,93 @@ class ChannelARCodec(CompressionModel):
         return self._crop(x_hat, image_size, padding)
 
     @torch.no_grad()
+    def latents(self, x: Tensor, quality: float | None = None) -> tuple[Tensor, Tensor]:
+        """The latents ``(y, z)`` :meth:`compress` codes for ``x``: ``g_a`` of the padded
+        images (times the gain at ``quality``) and ``h_a`` of that; the starting point of
+        encoder-side refinement (:mod:`lic.codecs.refine`)."""
+        y = self.g_a(self._pad(x)[0])
+        gains = self._gains(quality)
+        if gains is not None:
+            y = y * gains[0]
+        return y, self.h_a(y)
+
+    def decode_relaxed(self, y: Tensor, z: Tensor, quality: float | None = None) -> RelaxedCoding:
+        """Differentiable stand-in for coding ``(y, z)`` and decoding them.
+
+        ``y`` and ``z`` are rounded as :meth:`compress` rounds them (``z`` around the
+        bottleneck's medians, each slice of ``y`` around its predicted mean), with a
+        straight-through gradient, and the synthesis sees the rounded ``ŷ``. Two bit counts
+        come back: ``bits``, the entropy models' discrete likelihoods of the rounded values
+        (float arithmetic, within a fraction of a percent of the coded size), and
+        ``smooth_bits``, the same likelihoods at the unrounded values, whose gradient says
+        where the density is (as in training, where the likelihoods see ``y`` plus noise):
+        the straight-through gradient of ``bits`` is blind inside a quantisation bin.
+        """
+        bottleneck = self.entropy_bottleneck
+        offset = bottleneck._get_medians()
+        z_hat = _round_ste(z - offset) + offset
+
+        def z_bits(values: Tensor) -> Tensor:
+            # EntropyBottleneck's density takes (channels, 1, values).
+            channels, batch = values.shape[1], values.shape[0]
+            likelihood, _, _ = bottleneck._likelihood(
+                values.transpose(0, 1).reshape(channels, 1, -1)
+            )
+            likelihood = bottleneck.likelihood_lower_bound(likelihood)
+            return -torch.log2(likelihood).reshape(channels, batch, -1).sum((0, 2))
+
+        bits, smooth_bits = z_bits(z_hat), z_bits(z)
+        hyper_means, hyper_scales = self._hyper(z_hat, arithmetic_for(False))
+        gc = self.context.gaussian_conditional
+        y_slices = self.context.split(y)
+
+        def y_bits(values: Tensor, scale: Tensor, mean: Tensor) -> Tensor:
+            likelihood = gc.likelihood_lower_bound(gc._likelihood(values, scale, mean))
+            return -torch.log2(likelihood).flatten(1).sum(1)
+
+        def quantize(i: int, mean: Tensor, scale: Tensor) -> Tensor:
+            nonlocal bits, smooth_bits
+            y_hat = _round_ste(y_slices[i] - mean) + mean
+            bits = bits + y_bits(y_hat, scale, mean)
+            smooth_bits = smooth_bits + y_bits(y_slices[i], scale, mean)
+            return y_hat
+
+        y_hat, _ = self.context.run(hyper_means, hyper_scales, quantize, arithmetic_for(False))
+        gains = self._gains(quality)
+        if gains is not None:
+            y_hat = y_hat * gains[1]
+        x_hat = self._transform(self.g_s, y_hat, "g_s", {})
+        return RelaxedCoding(x_hat=x_hat, bits=bits, smooth_bits=smooth_bits)
+
+    @torch.no_grad()
     def compress(
-        self, x: Tensor, stopwatch: Stopwatch | None = None, quality: float | None = None
+        self,
+        x: Tensor,
+        stopwatch: Stopwatch | None = None,
+        quality: float | None = None,
+        latents: tuple[Tensor, Tensor] | None = None,
     ) -> Compressed:
         """Entropy-code a batch of images in ``[0, 1]`` into one rANS string per image and latent.
 
         Requires up-to-date coding tables (:meth:`update`, done by ``save_codec``). A
         ``stopwatch`` receives the time spent in entropy coding (section ``"entropy"``). A
         variable-rate codec codes at ``quality`` (default: the middle level) and records it.
+        ``latents`` codes these ``(y, z)`` instead of :meth:`latents` of ``x`` (refined ones,
+        :mod:`lic.codecs.refine`); the decoder cannot tell the difference.
         """
         quality = self.check_quality(quality)
-        gains = self._gains(quality)
         image_size = (x.shape[-2], x.shape[-1])
-        x, padding = self._pad(x)
-        y = self.g_a(x)
-        if gains is not None:
-            y = y * gains[0]
-        z = self.h_a(y)
+        padding, shapes = self.expected_shapes(image_size)
+        if latents is None:
+            y, z = self.latents(x, quality)
+        else:
+            y, z = latents
+            for name, latent in (("y", y), ("z", z)):
+                if latent.shape[0] != x.shape[0] or tuple(latent.shape[-2:]) != shapes[name]:
+                    raise ValueError(
+                        f"latent {name} of shape {tuple(latent.shape)} does not belong to "
+                        f"images of shape {tuple(x.shape)}"
+                    )
         with section(stopwatch, "entropy"):
             z_strings = self.entropy_bottleneck.compress(z)
             z_hat = rans.decompress_bottleneck(self.entropy_bottleneck, z_strings, z.shape[-2:])

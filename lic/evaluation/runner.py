@@ -82,11 +82,14 @@ def evaluate_checkpoint(
     curve: str | None = None,
     progress: tqdm | None = None,
     qualities: list[float] | None = None,
+    refine: int = 0,
 ) -> tuple[list[ImageResult], list[dict]]:
     """Code every image with one codec checkpoint (curve name: the codec's, unless given).
 
     A fixed-rate checkpoint is one rate point. A variable-rate checkpoint is a whole curve:
-    one point per quality of ``qualities`` (default: each trained level, 1 to L).
+    one point per quality of ``qualities`` (default: each trained level, 1 to L). ``refine``
+    steps of encoder-side refinement per image (:mod:`lic.codecs.refine`; counted in the
+    encoding time).
     """
     codec = load_codec(path, device=device)
     curve = curve or codec.codec_name
@@ -112,7 +115,7 @@ def evaluate_checkpoint(
             x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255).to(device)
             synchronize(device)
             start = time.perf_counter()
-            data = coding.encode(codec, x, quality)
+            data = coding.encode(codec, x, quality, refine=refine)
             synchronize(device)
             middle = time.perf_counter()
             decoded = coding.decode(codec, data)
@@ -140,6 +143,7 @@ def evaluate_checkpoint(
                 "lmbda": lmbda,
                 "checkpoint": recorded_path(path),
             }
+            | ({"refine_steps": refine} if refine else {})
             | ({"quality": quality} if quality is not None else {})
         )
     return results, infos
@@ -234,10 +238,12 @@ def run_evaluation(
     name: str | None = None,
     dataset: str = "",
     qualities: list[float] | None = None,
+    refine: int = 0,
 ) -> list[Path]:
     """Evaluate checkpoints and anchors on ``images``; returns the results JSON files written.
 
     ``qualities``: the points of variable-rate checkpoints (default: every trained level).
+    ``refine``: encoder-side refinement steps for the checkpoints (:func:`evaluate_checkpoint`).
     """
     if not images:
         raise UsageError("no images to evaluate")
@@ -253,7 +259,9 @@ def run_evaluation(
         curves: dict[str, list[ImageResult]] = defaultdict(list)
         infos: dict[str, list[dict]] = defaultdict(list)
         for path in checkpoints:
-            found, info = evaluate_checkpoint(path, images, target, name, progress, qualities)
+            found, info = evaluate_checkpoint(
+                path, images, target, name, progress, qualities, refine
+            )
             curves[found[0].curve] += found
             infos[found[0].curve] += info
         for curve, members in curves.items():
