@@ -376,8 +376,6 @@ def encode_file(
     searching = target_bpp is not None or target_psnr is not None
     if quality is not None and searching:
         raise UsageError("give --quality or a target (--target-bpp, --target-psnr), not both")
-    if not (isinstance(refine, int) and refine >= 0):
-        raise UsageError(f"--refine takes a whole number of steps >= 0, got {refine!r}")
     target = resolve_device(device)
     tile = tiling.tile_setting(tile)
     image = load_image(source, max_pixels)

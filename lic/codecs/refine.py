@@ -143,20 +143,23 @@ def refine_latents(
         for p in frozen:
             p.requires_grad_(False)
         try:
-            with torch.enable_grad():
-                for step in range(refinement.steps + 1):
+            for step in range(refinement.steps + 1):
+                # grad mode set here, so that a caller's no_grad does not stop refinement; the
+                # last cost is only judged
+                with torch.set_grad_enabled(step < refinement.steps):
                     coded, smooth = rd_cost(codec, x, y, z, quality, lmbda)
-                    coded = coded.detach()
-                    costs.append(float(coded.mean()))
-                    better = coded < best_cost
-                    best_cost = torch.where(better, coded, best_cost)
-                    best_y[better] = y.detach()[better]
-                    best_z[better] = z.detach()[better]
-                    if step == refinement.steps:
-                        break
-                    optimizer.zero_grad(set_to_none=True)
-                    smooth.sum().backward()
-                    optimizer.step()
+                    loss = smooth.sum()
+                coded = coded.detach()
+                costs.append(float(coded.mean()))
+                better = coded < best_cost
+                best_cost = torch.where(better, coded, best_cost)
+                best_y[better] = y.detach()[better]
+                best_z[better] = z.detach()[better]
+                if step == refinement.steps:
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
         finally:
             for p in frozen:
                 p.requires_grad_(True)

@@ -165,3 +165,13 @@ def test_evaluate_records_the_refinement(tmp_path, tiny_checkpoint, image_folder
     )
     results = json.loads((out / "tiny-refined.json").read_text())
     assert results["checkpoints"][0]["refine_steps"] == 2
+
+
+def test_refinement_under_no_grad_still_refines(codec, photo) -> None:
+    """A caller's ``torch.no_grad()`` (evaluation code) does not switch refinement off."""
+    settings = refine.Refinement(steps=2)
+    free = refine.refine_latents(codec, photo, QUALITY, settings)
+    with torch.no_grad():
+        inside = refine.refine_latents(codec, photo, QUALITY, settings)
+    assert inside.costs == pytest.approx(free.costs, rel=1e-6)
+    assert min(inside.costs[1:]) < inside.costs[0]
