@@ -27,7 +27,10 @@ Choices (ours; measured in README.md, "Encoder-side refinement"):
   steps: −6.8% against −7.6% of ``J``); the cost that picks the kept step is always the
   rounded one.
 - **Adam** on ``(y, z)`` at a learning rate that grows with ``sqrt(λ)``
-  (:data:`LR_PER_SQRT_LMBDA`).
+  (:data:`LR_PER_SQRT_LMBDA`), held for every step by default. Annealing it (``schedule=
+  "cosine"``) measured within the spread between photos at 20 steps, and about 0.7 points of
+  ``J`` better at 60 on three held-out photos (``scripts/refine_sweep.py``); more steps gained
+  more than either.
 - **The best step is kept**, per image, judged by the relaxed ``J``; step 0 is ``g_a``'s
   latent, so refinement never returns a latent whose relaxed cost is higher than the amortized
   one. The relaxed bits are the entropy models' float likelihoods, within a fraction of a
@@ -50,21 +53,30 @@ DEFAULT_STEPS = 20
 #: rate that helps at high λ makes the cost climb after a few steps at low λ, where every
 #: flipped bin costs more distortion than the bits it saves (README, "Encoder-side refinement").
 LR_PER_SQRT_LMBDA = 0.1
+#: Learning-rate schedules over the ``steps``: ``"constant"``, or ``"cosine"`` (from the rate
+#: down towards 0 by the last step; ``torch.optim.lr_scheduler.CosineAnnealingLR``).
+SCHEDULES = ("constant", "cosine")
+DEFAULT_SCHEDULE = "constant"
 
 
 @dataclass(frozen=True)
 class Refinement:
     """How to refine: ``steps`` Adam steps (0: no refinement) at learning rate ``lr`` (default:
-    :data:`LR_PER_SQRT_LMBDA` · sqrt(λ))."""
+    :data:`LR_PER_SQRT_LMBDA` · sqrt(λ)), held or annealed as ``schedule`` says."""
 
     steps: int = DEFAULT_STEPS
     lr: float | None = None
+    schedule: str = DEFAULT_SCHEDULE
 
     def __post_init__(self) -> None:
         if not (isinstance(self.steps, int) and self.steps >= 0):
             raise ValueError(f"refinement steps must be a whole number >= 0, got {self.steps!r}")
         if self.lr is not None and not (0 < self.lr < float("inf")):
             raise ValueError(f"refinement learning rate must be positive, got {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"refinement schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
 
     def learning_rate(self, lmbda: float) -> float:
         """The Adam learning rate at ``lmbda``."""
@@ -139,6 +151,11 @@ def refine_latents(
         best_cost = torch.full((x.shape[0],), float("inf"), device=x.device)
         costs: list[float] = []
         optimizer = torch.optim.Adam([y, z], lr=refinement.learning_rate(lmbda))
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=refinement.steps)
+            if refinement.schedule == "cosine" and refinement.steps
+            else None
+        )
         frozen = [p for p in codec.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
@@ -160,6 +177,8 @@ def refine_latents(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
         finally:
             for p in frozen:
                 p.requires_grad_(True)

@@ -94,13 +94,24 @@ def bd_rate(
     test_bpp: Sequence[float],
     test_psnr: Sequence[float],
     method: str = "pchip",
+    quality_range: tuple[float, float] | None = None,
 ) -> float:
     """Bjøntegaard delta rate of ``test`` against ``anchor``, in percent.
 
     Works for any quality measure on the second axis (PSNR, MS-SSIM in dB...).
+    ``quality_range``: average over this quality interval only (intersected with the range
+    both curves cover), so that codecs whose curves end at different qualities can be set
+    against one anchor over the same interval.
     """
     (log_ra, qa), (log_rt, qt) = _curves(anchor_bpp, anchor_psnr, test_bpp, test_psnr, method)
     low, high = _overlap(qa, qt, "quality")
+    if quality_range is not None:
+        low, high = max(low, quality_range[0]), min(high, quality_range[1])
+        if high <= low:
+            raise ValueError(
+                f"the quality range {quality_range[0]:g}-{quality_range[1]:g} lies outside "
+                "what both curves cover"
+            )
     diff = _mean_over(qt, log_rt, low, high, method) - _mean_over(qa, log_ra, low, high, method)
     return (math.exp(diff) - 1) * 100
 

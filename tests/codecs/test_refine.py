@@ -99,6 +99,27 @@ def test_refinement_keeps_the_best_step_and_leaves_the_codec_as_it_was(codec, ph
     assert result.y.grad is None and not result.y.requires_grad
 
 
+@pytest.mark.parametrize("schedule", refine.SCHEDULES)
+def test_learning_rate_schedule(codec, photo, monkeypatch, schedule) -> None:
+    """Each Adam step is taken at the schedule's rate: held, or annealed from ``lr`` towards 0."""
+    rates: list[float] = []
+    adam_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    steps, lr = 4, 0.02
+    result = refine.refine_latents(codec, photo, QUALITY, refine.Refinement(steps, lr, schedule))
+    expected = [
+        lr if schedule == "constant" else lr * (1 + math.cos(math.pi * t / steps)) / 2
+        for t in range(steps)
+    ]
+    assert rates == pytest.approx(expected, rel=1e-6)
+    assert min(result.costs) < result.costs[0]
+
+
 def test_zero_steps_code_exactly_as_without_refinement(codec, photo) -> None:
     assert coding.encode(codec, photo, QUALITY, refine=0) == coding.encode(codec, photo, QUALITY)
     y, z = codec.latents(photo, QUALITY)
@@ -117,6 +138,8 @@ def test_what_refinement_cannot_optimise_is_refused(tiny_checkpoint) -> None:
         refine.Refinement(steps=-1)
     with pytest.raises(ValueError, match="positive"):
         refine.Refinement(lr=0.0)
+    with pytest.raises(ValueError, match="schedule must be one of constant, cosine"):
+        refine.Refinement(schedule="linear")
     codec = lic.load_codec(tiny_checkpoint)
     image = torch.rand(1, 3, 64, 64)
     codec.metadata = {"metric": "mse"}  # no λ recorded

@@ -83,6 +83,22 @@ def test_identical_and_scaled_curves() -> None:
     assert bd_psnr(RATE_A, PSNR_A, RATE_A, [p + 1 for p in PSNR_A]) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_quality_range_restricts_the_average() -> None:
+    """Over a sub-range, BD-rate averages only there: a test curve that is 10% cheaper up to
+    37 dB and 30% dearer above gives exactly -10% over 34-36 dB (where the interpolants differ
+    by the shift alone) and much more over the whole range."""
+    psnr = [34.0, 35.0, 36.0, 37.0, 38.0, 39.0, 40.0]
+    anchor = [1.0, 1.3, 1.7, 2.2, 2.9, 3.8, 5.0]
+    test = [r * (0.9 if q <= 37 else 1.3) for r, q in zip(anchor, psnr, strict=True)]
+    low = bd_rate(anchor, psnr, test, psnr, quality_range=(34.0, 36.0))  # slopes unchanged
+    assert low == pytest.approx(-10.0, abs=1e-6)
+    assert bd_rate(anchor, psnr, test, psnr) > low + 5
+    wide = bd_rate(anchor, psnr, test, psnr, quality_range=(0.0, 100.0))
+    assert wide == pytest.approx(bd_rate(anchor, psnr, test, psnr))
+    with pytest.raises(ValueError, match="outside what both curves cover"):
+        bd_rate(anchor, psnr, test, psnr, quality_range=(41.0, 45.0))
+
+
 def test_points_are_sorted_before_use() -> None:
     order = [2, 0, 3, 1]
     shuffled_rate = [RATE_T[i] for i in order]
