@@ -100,15 +100,28 @@ def vtm_curve() -> Path:
     return shared_dir() / "reference" / "compressai" / "kodak" / "vtm.json"
 
 
+def refine_settings(checkpoint: dict) -> tuple:
+    """The refinement a result's checkpoint record was made with; the installed defaults for a
+    record that names none (refinement had no other settings before it recorded them)."""
+    from lic.codecs import refine
+
+    return (
+        checkpoint.get("refine_schedule", refine.DEFAULT_SCHEDULE),
+        checkpoint.get("refine_lr_per_sqrt_lmbda", refine.LR_PER_SQRT_LMBDA),
+    )
+
+
 def made_with_installed(path: Path, refine: int = 0) -> bool:
     """Whether a ``lic evaluate`` result holds every installed default checkpoint and no other
-    (by weights fingerprint), refined by ``refine`` steps: then evaluating again would give the
-    same figures."""
+    (by weights fingerprint), refined by ``refine`` steps with the installed refinement
+    settings: then evaluating again would give the same figures."""
     if not (REPO / path).is_file():
         return False
     checkpoints = load(path).get("checkpoints", [])
     made = {c["fingerprint"] for c in checkpoints}
     if any(c.get("refine_steps", 0) != refine for c in checkpoints):
+        return False
+    if refine and any(refine_settings(c) != refine_settings({}) for c in checkpoints):
         return False
     return made == {m.fingerprint for m in pretrained.default_models()}
 

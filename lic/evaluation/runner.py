@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from lic import coding
 from lic.checkpoint import load_codec
+from lic.codecs import refine as refinement
 from lic.codecs.timing import synchronize
 from lic.errors import UsageError
 from lic.evaluation.anchors import Anchor, get_anchor
@@ -143,7 +144,15 @@ def evaluate_checkpoint(
                 "lmbda": lmbda,
                 "checkpoint": recorded_path(path),
             }
-            | ({"refine_steps": refine} if refine else {})
+            | (
+                {
+                    "refine_steps": refine,
+                    "refine_schedule": refinement.DEFAULT_SCHEDULE,
+                    "refine_lr_per_sqrt_lmbda": refinement.LR_PER_SQRT_LMBDA,
+                }
+                if refine
+                else {}
+            )
             | ({"quality": quality} if quality is not None else {})
         )
     return results, infos

@@ -187,7 +187,10 @@ def test_evaluate_records_the_refinement(tmp_path, tiny_checkpoint, image_folder
         == 0
     )
     results = json.loads((out / "tiny-refined.json").read_text())
-    assert results["checkpoints"][0]["refine_steps"] == 2
+    record = results["checkpoints"][0]
+    assert record["refine_steps"] == 2
+    assert record["refine_schedule"] == refine.DEFAULT_SCHEDULE
+    assert record["refine_lr_per_sqrt_lmbda"] == refine.LR_PER_SQRT_LMBDA
 
 
 def test_refinement_under_no_grad_still_refines(codec, photo) -> None:
@@ -198,3 +201,32 @@ def test_refinement_under_no_grad_still_refines(codec, photo) -> None:
         inside = refine.refine_latents(codec, photo, QUALITY, settings)
     assert inside.costs == pytest.approx(free.costs, rel=1e-6)
     assert min(inside.costs[1:]) < inside.costs[0]
+
+
+def test_make_docs_reuses_refined_results_only_if_made_as_now(tmp_path) -> None:
+    """The docs reuse a refined evaluation only when it holds the installed weights refined by
+    the same steps, schedule and learning-rate rule (a record without the last two predates
+    them, when they had today's defaults)."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("make_docs", REPO / "scripts" / "make_docs.py")
+    make_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_docs)
+    path = tmp_path / "refined.json"
+
+    def made(**record) -> bool:
+        checkpoints = [
+            {"fingerprint": m.fingerprint, "refine_steps": 20} | record
+            for m in pretrained.default_models()
+        ]
+        path.write_text(json.dumps({"checkpoints": checkpoints}))
+        return make_docs.made_with_installed(path, 20)
+
+    other = next(s for s in refine.SCHEDULES if s != refine.DEFAULT_SCHEDULE)
+    assert made() and made(refine_schedule=refine.DEFAULT_SCHEDULE)
+    assert not made(refine_schedule=other)
+    assert not made(refine_lr_per_sqrt_lmbda=2 * refine.LR_PER_SQRT_LMBDA)
+    assert not made(refine_steps=60)
+    assert not make_docs.made_with_installed(path, 0)
