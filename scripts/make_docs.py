@@ -35,12 +35,14 @@ import os
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lic import pretrained
+from lic.evaluation.bd import BDWarning, bd_rate
 from lic.paths import RUNS_DIR, run_dirs, shared_dir
 
 OUT = Path("docs/default-model")
@@ -103,7 +105,7 @@ def vtm_curve() -> Path:
 def refine_settings(checkpoint: dict) -> tuple:
     """The refinement a result's checkpoint record was made with; the installed defaults for a
     record that names none (refinement had no other settings before it recorded them)."""
-    from lic.codecs import refine
+    from lic.codecs import refine  # imports torch: only when a refined result is checked
 
     return (
         checkpoint.get("refine_schedule", refine.DEFAULT_SCHEDULE),
@@ -606,10 +608,6 @@ def _refine_block(curves: dict[str, Path]) -> str | None:
 def _bd_within(anchor: dict, test: dict, span: tuple[float, float]) -> str:
     """BD-rate (PSNR) of ``test`` against ``anchor`` over the PSNR interval ``span`` only (the
     interval is chosen, so the warning that the curves' full ranges overlap little is moot)."""
-    import warnings
-
-    from lic.evaluation.bd import BDWarning, bd_rate
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BDWarning)
