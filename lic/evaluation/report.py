@@ -55,8 +55,19 @@ def _mean(curve: dict, key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+#: Decimals kept in ``report.json``: far below any figure's meaning (BD-rate in %, BD-PSNR in dB,
+#: times in s), and enough that a report regenerated from the same curves is the same file rather
+#: than one differing in floating-point noise in the last digit.
+REPORT_DECIMALS = 6
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, REPORT_DECIMALS)
+
+
 def build_report(curves: list[dict], anchor: dict) -> list[dict]:
-    """One row per curve: BD-rate/BD-PSNR (and BD-rate in MS-SSIM dB) against the anchor."""
+    """One row per curve: BD-rate/BD-PSNR (and BD-rate in MS-SSIM dB) against the anchor, to
+    :data:`REPORT_DECIMALS` decimals."""
     rows = []
     for curve in curves:
         rate, quality, note = _bd(anchor, curve, "psnr-rgb")
@@ -65,12 +76,12 @@ def build_report(curves: list[dict], anchor: dict) -> list[dict]:
             {
                 "name": curve["name"],
                 "points": len(curve["results"]["bpp"]),
-                "bd_rate_psnr": rate,
-                "bd_psnr": quality,
-                "bd_rate_ms_ssim": ms_rate,
+                "bd_rate_psnr": _rounded(rate),
+                "bd_psnr": _rounded(quality),
+                "bd_rate_ms_ssim": _rounded(ms_rate),
                 "parameters": curve.get("parameters"),
-                "encoding_time": _mean(curve, "encoding_time"),
-                "decoding_time": _mean(curve, "decoding_time"),
+                "encoding_time": _rounded(_mean(curve, "encoding_time")),
+                "decoding_time": _rounded(_mean(curve, "decoding_time")),
                 "note": note,
                 "source": curve.get("source"),
             }

@@ -58,6 +58,20 @@ def test_report_from_fixture_results(tmp_path) -> None:
     assert report["anchor_source"] == Path(anchor).name and row["source"] == Path(better).name
 
 
+def test_report_json_is_unchanged_by_float_noise_in_the_curves(tmp_path) -> None:
+    """Regenerating a report from the same measurements gives the same file: noise in the last
+    bits of a curve (another summation order, another machine) does not reach report.json."""
+    bpp, psnr = [0.2, 0.4, 0.8, 1.6], [28.0, 31.0, 34.0, 37.0]
+    anchor = _results(tmp_path / "a.json", "Anchor", [0.25, 0.5, 1.0, 2.0], psnr)
+    texts = []
+    for noise in (0.0, 1e-12):
+        better = _results(tmp_path / "b.json", "Better", bpp, [v + noise for v in psnr])
+        write_report([Path(anchor), Path(better)], "Anchor", tmp_path / f"report{noise}")
+        texts.append((tmp_path / f"report{noise}" / "report.json").read_text())
+    assert texts[0] == texts[1]
+    assert json.loads(texts[0])["rows"][0]["bd_rate_psnr"] == -20.0
+
+
 def test_report_with_a_published_anchor_file(tmp_path, capsys) -> None:
     vtm = tmp_path / "vtm.json"
     _results(vtm, "VTM", [0.1, 0.3, 0.6, 1.2], [29.0, 32.0, 35.0, 38.0])
