@@ -364,9 +364,10 @@ def _point(points: dict[str, int], fingerprint: str | None, curve: dict, what: s
 def write_markdown(curves: dict[str, Path]) -> None:
     """Write docs/default-model/README.md and README.md's results block."""
     block = results_block(curves)
+    refined = made_with_installed(OUT / "kodak-refine" / f"{REFINED}.json", REFINE_STEPS)
     made = [
         f
-        for f in [*reports(), *CLIC_REPORTS, *other_reports(), *REFINE_REPORTS]
+        for f in [*reports(), *CLIC_REPORTS, *other_reports(), *(REFINE_REPORTS if refined else ())]
         if (REPO / OUT / f / "report.md").is_file()
     ]
     (REPO / OUT / "README.md").write_text(
