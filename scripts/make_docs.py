@@ -49,6 +49,8 @@ OUT = Path("docs/default-model")
 STUDENT = "lic-default"
 REFINE_STEPS = 20
 REFINED = f"lic-default-refine{REFINE_STEPS}"
+#: The refined default's Kodak results (step ``refine``).
+REFINED_RESULT = OUT / "kodak-refine" / f"{REFINED}.json"
 #: The refined default's reports on Kodak: folder -> (anchor, label).
 REFINE_REPORTS = {
     "refine-vs-default": ("student", "the default without refinement"),
@@ -126,6 +128,12 @@ def made_with_installed(path: Path, refine: int = 0) -> bool:
     if refine and any(refine_settings(c) != refine_settings({}) for c in checkpoints):
         return False
     return made == {m.fingerprint for m in pretrained.default_models()}
+
+
+def refined_is_current() -> bool:
+    """Whether the refined default's results are of the installed weights and refinement:
+    only then are they reused (not measured again), reported and linked."""
+    return made_with_installed(REFINED_RESULT, REFINE_STEPS)
 
 
 def has_teacher() -> bool:
@@ -243,8 +251,8 @@ def main() -> None:
         else:
             lic("evaluate", "--dataset", "clic", *limit, "--name", STUDENT, "-o", str(OUT / "clic"))
     if "refine" in steps:
-        path = OUT / "kodak-refine" / f"{REFINED}.json"
-        if made_with_installed(path, REFINE_STEPS) and not (args.force or limit):
+        path = REFINED_RESULT
+        if refined_is_current() and not (args.force or limit):
             print(f"({path.parent}: made with the installed weights, reused; --force redoes it)")
         else:
             lic(
@@ -317,8 +325,8 @@ def main() -> None:
                 "-o",
                 str(OUT / folder),
             )
-    refined = OUT / "kodak-refine" / f"{REFINED}.json"
-    if made_with_installed(refined, REFINE_STEPS):
+    refined = REFINED_RESULT
+    if refined_is_current():
         for folder, (anchor, _) in REFINE_REPORTS.items():
             anchor_arg = str(vtm) if anchor == "vtm" else load(curves[anchor])["name"]
             files = [str(refined)] + ([] if anchor == "vtm" else [str(curves[anchor])])
@@ -364,10 +372,10 @@ def _point(points: dict[str, int], fingerprint: str | None, curve: dict, what: s
 def write_markdown(curves: dict[str, Path]) -> None:
     """Write docs/default-model/README.md and README.md's results block."""
     block = results_block(curves)
-    refined = made_with_installed(OUT / "kodak-refine" / f"{REFINED}.json", REFINE_STEPS)
+    refined = REFINE_REPORTS if refined_is_current() else ()
     made = [
         f
-        for f in [*reports(), *CLIC_REPORTS, *other_reports(), *(REFINE_REPORTS if refined else ())]
+        for f in [*reports(), *CLIC_REPORTS, *other_reports(), *refined]
         if (REPO / OUT / f / "report.md").is_file()
     ]
     (REPO / OUT / "README.md").write_text(
@@ -565,10 +573,10 @@ def _refine_block(curves: dict[str, Path]) -> str | None:
     range both curves cover and over the unrefined default's PSNR range (the refined curve
     reaches higher PSNR, where the anchors may lead, so the first figure averages over another
     interval than the default's own BD-rate)."""
-    path = OUT / "kodak-refine" / f"{REFINED}.json"
+    path = REFINED_RESULT
     if not (REPO / path).is_file():
         return None
-    if not made_with_installed(path, REFINE_STEPS):  # step refine redoes it
+    if not refined_is_current():  # step refine redoes it
         print(f"({path}: not made with the installed weights: left out of the results)")
         return None
     refined, kodak_default = load(path), load(curves["student"])
