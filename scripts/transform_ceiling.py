@@ -3,6 +3,7 @@
 
     python scripts/transform_ceiling.py [CHECKPOINT ...] [--data kodak] [--images N]
         [--threads 1] [-o docs/default-model/ceiling.json]
+    python scripts/transform_ceiling.py --synthesis 200 [--synthesis-images 8] [--synthesis-crop 256]
     python scripts/transform_ceiling.py --history RUN [RUN ...] [-o docs/campaign/ceiling-history.json]
 
 The *ceiling* is ``g_s(g_a(x))`` with nothing rounded
@@ -16,6 +17,14 @@ variable-rate codec's top qualities meet the ceiling, more λ buys bits but no q
 network, not the quantiser or the entropy model, limits them, and only a better network (more
 training, or more width) lifts it. (A fixed-rate synthesis, trained on rounded latents, can
 code slightly past the ceiling at its own step: it has learned to expect integers.)
+
+``--synthesis STEPS`` asks which transform sets that ceiling. On centre crops of the first
+``--synthesis-images`` images it fits ``g_s``'s input to each crop alone (Adam on the MSE, from
+``g_a``'s latent at the top quality, nothing rounded, no rate counted;
+:func:`lic.codecs.refine.fit_synthesis_input`) and saves the PSNR reached beside the ceiling of
+the same crops. Where the synthesis renders a crop far better than ``g_s(g_a(x))``, the analysis
+transform is what caps the top rates, and a better encoder (encoder-side refinement, a stronger
+``g_a``) can lift them with the same decoder; where it cannot, only a better synthesis can.
 
 ``--history`` measures instead every committed state of those campaign runs
 (:mod:`lic.training.campaign_history`) on the campaign's held-out crops, so the ceiling can be
@@ -104,6 +113,47 @@ def measure_checkpoint(path: Path, images: list[Path]) -> list[dict]:
     return rows
 
 
+def measure_synthesis(path: Path, images: list[Path], steps: int, crop: int) -> dict:
+    """The synthesis transform's own ceiling on centre crops (see the module docstring)."""
+    import time
+
+    from lic.checkpoint import load_codec
+    from lic.codecs.refine import fit_synthesis_input
+    from lic.imageio import load_image
+
+    codec = load_codec(path).eval()
+    quality = float(math.floor(codec.quality_range[1])) if codec.variable_rate else None
+    ceiling = synthesis = 0.0
+    started = time.perf_counter()
+    for image in images:
+        x = load_image(image).to_tensor()
+        height, width = x.shape[-2:]
+        top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
+        x = x[..., top : top + crop, left : left + crop]
+        fit = fit_synthesis_input(codec, x, steps, quality)
+        ceiling += _psnr(fit.start, x)
+        synthesis += _psnr(fit.best, x)
+    n = len(images)
+    result = {
+        "checkpoint": path.name,
+        "quality": quality,
+        "crop": crop,
+        "images": n,
+        "steps": steps,
+        "ceiling_psnr": ceiling / n,
+        "synthesis_psnr": synthesis / n,
+        "seconds": time.perf_counter() - started,
+    }
+    result["gain_db"] = result["synthesis_psnr"] - result["ceiling_psnr"]
+    print(
+        f"  synthesis on {n} centre crops of {crop}²: {result['ceiling_psnr']:.2f} dB from g_a's "
+        f"latent, {result['synthesis_psnr']:.2f} dB from the best latent of {steps} steps "
+        f"(+{result['gain_db']:.2f} dB)",
+        flush=True,
+    )
+    return result
+
+
 def _markdown(rows: list[dict], label: str) -> str:
     lines = [
         f"Coded PSNR against the transforms' ceiling on {label} (`python scripts/transform_ceiling.py`):",
@@ -129,9 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=None, help="only the first N images")
     parser.add_argument("--plan", default=str(REPO / "recipes" / "campaign" / "default.yaml"))
     parser.add_argument("--history", nargs="+", metavar="RUN", help="measure committed states")
+    parser.add_argument(
+        "--synthesis",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also fit g_s's input to centre crops for STEPS Adam steps (default 0: not)",
+    )
+    parser.add_argument("--synthesis-images", type=int, default=8, metavar="N")
+    parser.add_argument("--synthesis-crop", type=int, default=256, metavar="PIXELS")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("-o", "--output", default=None)
     args = parser.parse_args(argv)
+    for name, least in {"synthesis": 0, "synthesis_images": 1, "synthesis_crop": 1}.items():
+        if getattr(args, name) < least:
+            print(f"error: --{name.replace('_', '-')} must be at least {least}", file=sys.stderr)
+            return 2
 
     import torch
 
@@ -159,15 +222,23 @@ def main(argv: list[str] | None = None) -> int:
         label, images = resolve_images(args.data, shared=shared_dir() / "datasets")
         images = images[: args.images] if args.images else images
         checkpoints = [Path(c) for c in args.checkpoints] or default_checkpoints()
-        rows = []
+        rows, synthesis = [], []
         for path in checkpoints:
             print(f"{path.name} on {len(images)} {label} images", flush=True)
             rows += measure_checkpoint(path, images)
+            if args.synthesis:
+                crops = images[: args.synthesis_images]
+                synthesis.append(
+                    measure_synthesis(path, crops, args.synthesis, args.synthesis_crop)
+                )
     except LicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(_markdown(rows, f"{len(images)} {label} images"))
-    return _write({"data": label, "images": len(images), "rows": rows}, args.output)
+    report = {"data": label, "images": len(images), "rows": rows}
+    if synthesis:
+        report["synthesis"] = synthesis
+    return _write(report, args.output)
 
 
 def _write(report: dict, output: str | None) -> int:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import lic
+from lic.codecs.refine import fit_synthesis_input
 from lic.demo import SAMPLES_DIR
 from lic.imageio import load_image
 from lic.training.campaign import measure_crops
@@ -68,6 +69,32 @@ def test_campaign_measurement_reports_the_ceiling() -> None:
     assert measured["ceiling_psnr"] == pytest.approx(-10 * torch.log10(torch.tensor(mse)).item())
 
 
+@pytest.mark.parametrize("name", ["student-tiny", "student-tiny-vr"])
+def test_synthesis_fit_starts_at_the_ceiling_and_renders_better(name) -> None:
+    x = _image()  # 80x112: padded to the codec's stride and cropped back
+    codec = perturbed_codec(name, x, steps=5)
+    codec.train().zero_grad(set_to_none=True)
+    weights = {k: v.clone() for k, v in codec.state_dict().items()}
+    quality = 8.0 if codec.variable_rate else None
+    fit = fit_synthesis_input(codec, x, steps=30, quality=quality)
+    assert codec.training  # mode restored
+    assert all(p.grad is None for p in codec.parameters())
+    for key, value in codec.state_dict().items():
+        torch.testing.assert_close(value, weights[key])
+    with torch.no_grad():
+        ceiling = codec.eval().reconstruct_unquantized(x, quality)
+    torch.testing.assert_close(fit.start, ceiling)
+    assert fit.best.shape == x.shape and len(fit.mses) == 31
+    assert fit.mses[0] == pytest.approx(float((ceiling - x).square().mean()), rel=1e-5)
+    best = float((fit.best - x).square().mean())
+    assert best == pytest.approx(min(fit.mses), rel=1e-5) and best < 0.99 * fit.mses[0]
+
+
+def test_synthesis_fit_refuses_a_negative_step_count() -> None:
+    with pytest.raises(ValueError, match="whole number"):
+        fit_synthesis_input(lic.create_codec("student-tiny"), _image(), steps=-1)
+
+
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, timeout=600
@@ -94,9 +121,30 @@ def test_script_measures_every_quality(tmp_path) -> None:
     assert "| student-tiny-vr.ckpt | 8 | 0.18 |" in result.stdout
 
 
+def test_script_measures_the_synthesis_ceiling(tmp_path) -> None:
+    checkpoint = tmp_path / "student-tiny.ckpt"
+    lic.save_codec(perturbed_codec("student-tiny", _image(), steps=5), checkpoint, lmbda=0.013)
+    out = tmp_path / "ceiling.json"
+    result = _run(
+        str(checkpoint), "--data", str(SAMPLES_DIR), "--images", "2", "--synthesis", "20",
+        "--synthesis-images", "1", "--synthesis-crop", "64", "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    (synthesis,) = report["synthesis"]
+    assert synthesis["images"] == 1 and synthesis["crop"] == 64 and synthesis["steps"] == 20
+    assert synthesis["synthesis_psnr"] > synthesis["ceiling_psnr"]
+    assert synthesis["gain_db"] == pytest.approx(
+        synthesis["synthesis_psnr"] - synthesis["ceiling_psnr"]
+    )
+    assert "centre crops of 64²" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--synthesis", "-1"], "--synthesis must be at least 0"),
+        (["--synthesis-crop", "0"], "--synthesis-crop must be at least 1"),
         (["--data", "no-such-dataset"], "not found"),
         (["--history", "nobody"], "has no run 'nobody'"),
     ],
