@@ -27,7 +27,8 @@ by default the current git commit), so that ``lic decode`` of a file they made s
 them; the replaced checkpoint files are removed. The replaced default's measured curves
 (``scripts/make_docs.py``'s ``<docs>/{kodak,clic}/lic-default.json``, when their checkpoints'
 fingerprints are the replaced default's) are kept as ``<docs>/previous/{kodak,clic}.json``, named
-after that codec, for make_docs' report against the default it replaced.
+after that codec's campaign run (with its steps, ``RUN at N steps``, when the new default comes
+from the same run further on), for make_docs' report against the default it replaced.
 """
 
 from __future__ import annotations
@@ -216,20 +217,28 @@ def retire(old: dict | None, kept: set[str], until: str) -> list[dict[str, Any]]
 
 
 def keep_previous_curves(
-    old: dict | None, kept: set[str], docs: Path, until: str | None = None
+    old: dict | None,
+    kept: set[str],
+    docs: Path,
+    until: str | None = None,
+    new_run: str | None = None,
 ) -> list[Path]:
     """Copy the replaced default's curves to ``docs/previous/`` (see the module doc).
 
     A curve is kept only when every checkpoint it was measured with is one of ``old``'s models
     and none is kept installed (``kept``: the new manifest's fingerprints), so curves of another
-    codec, or of the weights staying on, never pass as the previous default. Returns the files
-    written.
+    codec, or of the weights staying on, never pass as the previous default. The curve is named
+    after ``old``'s campaign run, and its steps too when the new default is that run further on
+    (``new_run``), so that the reports never name both defaults alike. Returns the files written.
     """
     if old is None:
         return []
     replaced = {m["fingerprint"] for m in old.get("models", [])} - kept
     run = (old.get("recipe") or {}).get("run")
     name = run or old.get("codec") or "previous default"
+    steps = (old.get("training") or {}).get("steps")
+    if run and run == new_run and steps is not None:
+        name = f"{run} at {steps:,} steps"
     where = f"campaign run {run}, {old.get('codec')}" if run else old.get("codec")
     until = until or datetime.date.today().isoformat()
     written = []
@@ -411,7 +420,7 @@ def package_campaign(args: argparse.Namespace) -> None:
     write_manifest(out, manifest)
     for stale in replaced_files(old, out, {name}):
         stale.unlink()
-    keep_previous_curves(old, {model["fingerprint"]}, args.docs)
+    keep_previous_curves(old, {model["fingerprint"]}, args.docs, new_run=args.campaign)
     rates = (
         f"qualities {model['quality_range'][0]:g} to {model['quality_range'][1]:g}, "
         f"lambda {model['lmbdas'][0]} to {model['lmbdas'][-1]}"

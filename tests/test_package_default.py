@@ -197,9 +197,10 @@ def test_a_variable_rate_campaign_run_becomes_the_default_codec(
     plan_path.write_text(campaign_tests.PLAN + VR_RUN.replace("steps: 2", "steps: 3"))
     cp.train_slice(cp.load_plan(plan_path, shared, state), "vr", seconds=120, evaluate=False)
     again = _package_campaign(package_default, setup, weights, "--default-quality", "4.5")
-    # the replaced default's Kodak curve is kept for make_docs' report against it, named after it
+    # the replaced default's Kodak curve is kept for make_docs' report against it, named after
+    # it: the same run as the new default, so with its steps
     kept = json.loads((docs / "previous" / "kodak.json").read_text())
-    assert kept["name"] == "vr" and kept["results"] == {"bpp": [0.1, 0.2]}
+    assert kept["name"] == "vr at 2 steps" and kept["results"] == {"bpp": [0.1, 0.2]}
     assert kept["description"].startswith("the default codec until ")
     assert "(campaign run vr, student-tiny-vr)" in kept["description"]
     assert kept["description"].endswith("lic student-tiny-vr on kodak (cpu)")
