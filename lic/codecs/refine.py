@@ -228,13 +228,10 @@ def fit_synthesis_input(
     was_training = codec.training
     codec.eval()
     try:
-        padded, padding = codec._pad(x)
-        size = tuple(x.shape[-2:])
-        with torch.no_grad():
-            u = codec.g_a(padded)
-            gains = codec._gains(codec.check_quality(quality))
+        with torch.no_grad():  # the analysis as reconstruct_unquantized runs it
+            u, gains, size, padding = codec._analyse(x, codec.check_quality(quality), {})
             if gains is not None:
-                u = u * gains[0] * gains[1]
+                u = u * gains[1]
         u.requires_grad_(True)
         optimizer = torch.optim.Adam([u], lr=lr)
         best = start = None
