@@ -111,6 +111,11 @@ class ChannelARCodec(CompressionModel):
         latent_channels: channels M of the latent ``y``.
         num_slices: slices of ``y`` coded one after the other.
         res_blocks: residual blocks in each of the three inner stages (int or 3 values).
+        analysis_res_blocks: residual blocks in the inner stages of ``g_a`` alone (None: as
+            ``res_blocks``). A deeper analysis than synthesis is an *asymmetric* codec: the
+            encoder pays for the extra blocks, the decoder does not (EVC, Wang et al. 2023,
+            found encoder capacity cheap where decoding time is what counts). A deeper variant
+            can start from the weights of a shallower one (:func:`lic.codecs.grow.load_grown`).
         swin_depths: Swin-V2 blocks in each inner stage (0: none).
         num_heads: attention heads of the Swin-V2 blocks.
         window_size: attention window of the Swin-V2 blocks.
@@ -148,6 +153,7 @@ class ChannelARCodec(CompressionModel):
         latent_channels: int = 192,
         num_slices: int = 4,
         res_blocks: int | Sequence[int] = 1,
+        analysis_res_blocks: int | Sequence[int] | None = None,
         swin_depths: int | Sequence[int] = 0,
         num_heads: int = 4,
         window_size: int = 8,
@@ -160,7 +166,10 @@ class ChannelARCodec(CompressionModel):
         super().__init__()
         n, m, h = channels, latent_channels, hyper_channels
         blocks, depths = _three(res_blocks), _three(swin_depths)
-        stages = [transform_stage(n, b, d, num_heads, window_size) for b, d in zip(blocks, depths)]
+        analysis = blocks if analysis_res_blocks is None else _three(analysis_res_blocks)
+        stages = [
+            transform_stage(n, b, d, num_heads, window_size) for b, d in zip(analysis, depths)
+        ]
         self.g_a = nn.Sequential(
             nn.Sequential(conv(3, n), nn.GELU(), stages[0]),
             nn.Sequential(conv(n, n), nn.GELU(), stages[1]),

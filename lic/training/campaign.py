@@ -114,7 +114,9 @@ class RunSpec:
         ema_decay: decay of the weights' moving average.
         precision: ``auto`` (bf16 transforms where the device supports them), ``bf16``, ``fp32``.
         channels_last: use the channels-last memory layout.
-        init: start from the EMA weights of this run (same codec) when the run begins.
+        init: start from the EMA weights of this run when the run begins: the same codec, its
+            fixed-rate network for a ``-vr`` codec (gains as initialised), or a shallower codec
+            a deeper one grows from (:func:`lic.codecs.grow.load_grown`).
         teacher: distil from the EMA weights of this run (FEDS).
         phases: FEDS phases ``[{name, steps, weights: {term: w}}]`` (with a teacher).
         taps: features aligned by the default ``feature`` term.
@@ -1177,6 +1179,7 @@ class RunTrainer:
             if self.adapters is not None:
                 _load_into(self.adapters, weights["adapters"], source)
         elif spec.init:
+            grown: list[str] = []
             init_dir = plan.run_dir(spec.init)
             init_record = read_record(init_dir)
             state = load_ema(init_dir)
@@ -1185,9 +1188,22 @@ class RunTrainer:
                 missing, unexpected = self.codec.load_state_dict(state, strict=False)
                 if unexpected or set(missing) != {"log_gain", "log_inverse_gain"}:
                     raise UsageError(f"run {spec.name!r} cannot start from {spec.init!r}")
+            elif init_record["codec"] != spec.codec:
+                from lic.codecs.grow import load_grown
+
+                # a deeper codec grown from a shallower one: added residual blocks start as
+                # the identity (lic.codecs.grow), so the run starts where its init stopped
+                try:
+                    grown = load_grown(self.codec, state)
+                except ValueError as error:
+                    raise UsageError(
+                        f"run {spec.name!r} cannot start from {spec.init!r}: {error}"
+                    ) from None
             else:
                 _load_into(self.codec, state, init_dir / "ema.pt")
             self.record["init"] = {"run": spec.init, "step": init_record["step"]}
+            if grown:
+                self.record["init"]["grown_blocks"] = grown
         self.transform_dtype = autocast_dtype(spec.precision, device)
         self.codec.transform_autocast = self.transform_dtype
         if spec.channels_last:
