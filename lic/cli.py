@@ -238,11 +238,12 @@ def _cmd_codecs(args: argparse.Namespace) -> None:
     from lic.codecs import codec_spec, create_codec, list_codecs
 
     names = args.names or list_codecs()
-    print(f"{'codec':<20} {'parameters':>12}  description")
+    width = max(len("codec"), *(len(name) for name in names))
+    print(f"{'codec':<{width}} {'parameters':>10}  description")
     for name in names:
         spec = codec_spec(name)
         count = sum(p.numel() for p in create_codec(name).parameters())
-        print(f"{name:<20} {count:>12,}  {spec.description}")
+        print(f"{name:<{width}} {count:>10,}  {spec.description}")
 
 
 def _default_qualities() -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where do a codec's top rates stop? Coded PSNR against the transforms' own ceiling.
 
-    python scripts/transform_ceiling.py [CHECKPOINT ...] [--data kodak] [--images N]
+    python scripts/transform_ceiling.py [CHECKPOINT ...] [--data kodak|clic|heldout|DIR] [--images N]
         [--threads 1] [-o docs/default-model/ceiling.json]
     python scripts/transform_ceiling.py --synthesis 200 [--synthesis-images 8] [--synthesis-crop 256]
     python scripts/transform_ceiling.py --history RUN [RUN ...] [-o docs/campaign/ceiling-history.json]
@@ -175,7 +175,12 @@ def _markdown(rows: list[dict], label: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="*", help="default: the shipped default codec")
-    parser.add_argument("--data", default="kodak", help="a folder, or a dataset name (kodak, clic)")
+    parser.add_argument(
+        "--data",
+        default="kodak",
+        help="a folder, a dataset name (kodak, clic), or heldout: the campaign plan's held-out "
+        "training photos (every 20th, never trained on), where checkpoints may be compared",
+    )
     parser.add_argument("--images", type=int, default=None, help="only the first N images")
     parser.add_argument("--plan", default=str(REPO / "recipes" / "campaign" / "default.yaml"))
     parser.add_argument("--history", nargs="+", metavar="RUN", help="measure committed states")
@@ -219,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         from lic.evaluation.datasets import resolve_images
         from lic.pretrained import default_checkpoints
 
-        label, images = resolve_images(args.data, shared=shared_dir() / "datasets")
+        if args.data == "heldout":
+            from lic.training.campaign import load_plan, training_split
+
+            plan = load_plan(args.plan, shared_dir(), Path(tempfile.gettempdir()))
+            label, images = "heldout", training_split(plan)[1]
+        else:
+            label, images = resolve_images(args.data, shared=shared_dir() / "datasets")
         images = images[: args.images] if args.images else images
         checkpoints = [Path(c) for c in args.checkpoints] or default_checkpoints()
         rows, synthesis = [], []
@@ -235,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(_markdown(rows, f"{len(images)} {label} images"))
-    report = {"data": label, "images": len(images), "rows": rows}
+    report = {
+        "data": label,
+        "images": len(images),
+        "image_names": [p.name for p in images],
+        "rows": rows,
+    }
     if synthesis:
         report["synthesis"] = synthesis
     return _write(report, args.output)

@@ -121,6 +121,24 @@ def test_script_measures_every_quality(tmp_path) -> None:
     assert "| student-tiny-vr.ckpt | 8 | 0.18 |" in result.stdout
 
 
+def test_script_measures_the_campaign_held_out_photos(tmp_path) -> None:
+    from lic.paths import shared_dir
+    from lic.training.campaign import load_plan, training_split
+
+    plan = load_plan(REPO / "recipes" / "campaign" / "default.yaml", shared_dir(), tmp_path)
+    trained, held = training_split(plan)
+    checkpoint = tmp_path / "student-tiny-vr.ckpt"
+    lic.save_codec(lic.create_codec("student-tiny-vr").eval(), checkpoint, metric="mse")
+    out = tmp_path / "ceiling.json"
+    result = _run(str(checkpoint), "--data", "heldout", "--images", "2", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["data"] == "heldout"
+    assert report["image_names"] == [p.name for p in held[:2]]
+    assert not set(report["image_names"]) & {p.name for p in trained}
+    assert len(report["rows"]) == 8
+
+
 def test_script_measures_the_synthesis_ceiling(tmp_path) -> None:
     checkpoint = tmp_path / "student-tiny.ckpt"
     lic.save_codec(perturbed_codec("student-tiny", _image(), steps=5), checkpoint, lmbda=0.013)
