@@ -26,6 +26,10 @@ the same crops. Where the synthesis renders a crop far better than ``g_s(g_a(x))
 transform is what caps the top rates, and a better encoder (encoder-side refinement, a stronger
 ``g_a``) can lift them with the same decoder; where it cannot, only a better synthesis can.
 
+With several checkpoints it also prints and saves the BD-rate of each against the first
+(estimated bpp against coded PSNR, ``bd_rate_vs_first``). With ``--data heldout`` (the campaign
+plan's held-out training photos) that compares campaign states without looking at Kodak.
+
 ``--history`` measures instead every committed state of those campaign runs
 (:mod:`lic.training.campaign_history`) on the campaign's held-out crops, so the ceiling can be
 followed against training steps. It needs the repository's history (a full clone).
@@ -252,9 +256,45 @@ def main(argv: list[str] | None = None) -> int:
         "image_names": [p.name for p in images],
         "rows": rows,
     }
+    versus = bd_rates_against_first(rows)
+    if versus:
+        report["bd_rate_vs_first"] = versus
+        first = rows[0]["checkpoint"]
+        for name, rate in versus.items():
+            if rate is not None:
+                print(f"{name}: {rate:+.2f}% BD-rate (estimated bpp, coded PSNR) against {first}")
     if synthesis:
         report["synthesis"] = synthesis
     return _write(report, args.output)
+
+
+def bd_rates_against_first(rows: list[dict]) -> dict[str, float | None]:
+    """BD-rate (%, estimated bpp against coded PSNR) of every checkpoint with several qualities
+    against the first one: how checkpoints compare over the same images (for instance the
+    campaign's held-out photos, where a run may be chosen without looking at Kodak)."""
+    from lic.evaluation.bd import bd_rate
+
+    curves: dict[str, list[dict]] = {}
+    for row in rows:
+        curves.setdefault(row["checkpoint"], []).append(row)
+    (first, anchor), *others = curves.items()
+    if len(anchor) < 4:  # BD-rate needs a curve, not a point
+        return {}
+    rates: dict[str, float | None] = {}
+    for name, curve in others:
+        if len(curve) < 4:
+            continue
+        try:
+            rates[name] = bd_rate(
+                [r["bpp"] for r in anchor],
+                [r["psnr"] for r in anchor],
+                [r["bpp"] for r in curve],
+                [r["psnr"] for r in curve],
+            )
+        except ValueError as error:  # a curve that does not rise, or curves that do not overlap
+            print(f"{name}: no BD-rate against {first}: {error}")
+            rates[name] = None
+    return rates
 
 
 def _write(report: dict, output: str | None) -> int:

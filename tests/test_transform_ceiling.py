@@ -4,6 +4,7 @@ measured per quality by ``scripts/transform_ceiling.py`` and by the campaign's h
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -127,16 +128,34 @@ def test_script_measures_the_campaign_held_out_photos(tmp_path) -> None:
 
     plan = load_plan(REPO / "recipes" / "campaign" / "default.yaml", shared_dir(), tmp_path)
     trained, held = training_split(plan)
-    checkpoint = tmp_path / "student-tiny-vr.ckpt"
-    lic.save_codec(lic.create_codec("student-tiny-vr").eval(), checkpoint, metric="mse")
+    checkpoint = REPO / "lic" / "weights" / "student-medium-vr.ckpt"  # trained: its curve rises
+    twin = tmp_path / "twin.ckpt"
+    shutil.copy(checkpoint, twin)
+    shifted = lic.load_codec(checkpoint)
+    with torch.no_grad():
+        shifted.g_s[-1].bias += 0.02  # a colour cast: lower PSNR at every quality
+    other = tmp_path / "shifted.ckpt"
+    lic.save_codec(shifted, other, metric="mse")
+    untrained = tmp_path / "untrained.ckpt"
+    torch.manual_seed(0)  # initial weights whose PSNR does not rise with the rate
+    lic.save_codec(lic.create_codec("student-tiny-vr").eval(), untrained, metric="mse")
     out = tmp_path / "ceiling.json"
-    result = _run(str(checkpoint), "--data", "heldout", "--images", "2", "-o", str(out))
+    result = _run(
+        *map(str, (checkpoint, twin, other, untrained)), "--data", "heldout", "--images", "2",
+        "-o", str(out),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["data"] == "heldout"
     assert report["image_names"] == [p.name for p in held[:2]]
     assert not set(report["image_names"]) & {p.name for p in trained}
-    assert len(report["rows"]) == 8
+    assert len(report["rows"]) == 4 * 8
+    versus = report["bd_rate_vs_first"]
+    assert versus["twin.ckpt"] == pytest.approx(0.0, abs=1e-9)  # the same weights: the same curve
+    assert versus["shifted.ckpt"] > 1.0  # worse everywhere: more bits for the same PSNR
+    assert versus["untrained.ckpt"] is None  # its PSNR does not rise with rate: no BD-rate
+    assert "against student-medium-vr.ckpt" in result.stdout
+    assert "untrained.ckpt: no BD-rate" in result.stdout
 
 
 def test_script_measures_the_synthesis_ceiling(tmp_path) -> None:

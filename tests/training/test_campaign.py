@@ -342,6 +342,48 @@ def test_a_feds_fine_tune_starts_from_a_feds_run_and_distils_from_the_teachers_f
         )
 
 
+GROWN_RUNS = """
+  deep:
+    codec: student-tiny-deep-ga
+    steps: 1
+    crops: [[0, 64]]
+    init: scratch
+    after: {scratch: 1}
+  swin:
+    codec: student-swin-tiny
+    steps: 1
+    crops: [[0, 64]]
+    init: scratch
+    after: {scratch: 1}
+"""
+
+
+def test_a_deeper_codec_grows_from_its_init_and_another_codec_is_refused(
+    setup, monkeypatch
+) -> None:
+    from lic.codecs import ChannelARCodec, CodecSpec, codec_spec, registry
+
+    deeper = {**codec_spec("student-tiny").kwargs, "analysis_res_blocks": (1, 2, 2)}
+    spec = CodecSpec("student-tiny-deep-ga", ChannelARCodec, deeper, "test only")
+    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+    plan_path, shared, state = setup
+    plan_path.write_text(PLAN + GROWN_RUNS)
+    plan = cp.load_plan(plan_path, shared, state)
+    cp.train_slice(plan, "scratch", seconds=60, max_steps=1, evaluate=False)
+    start = cp.load_ema(plan.run_dir("scratch"))
+    record = cp.train_slice(plan, "deep", seconds=60, max_steps=1, evaluate=False)
+    assert record["step"] == 1
+    assert record["init"] == {
+        "run": "scratch",
+        "step": 1,
+        "grown_blocks": ["g_a.1.2.1", "g_a.2.2.1"],
+    }
+    weights = cp.load_tensors(plan.run_dir("deep"), "weights.pt")["codec"]
+    assert set(start) < set(weights)  # the shared tensors, and the added blocks besides
+    with pytest.raises(UsageError, match="cannot start from 'scratch'"):
+        cp.train_slice(plan, "swin", seconds=60, max_steps=1, evaluate=False)
+
+
 def test_a_codec_change_is_refused(setup) -> None:
     plan_path, shared, state = setup
     cp.train_slice(
