@@ -41,20 +41,19 @@ def load_grown(codec: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
                 f"{key!r} is {tuple(value.shape)} in the weights, {tuple(own[key].shape)} in "
                 "the grown codec: only added residual blocks can be grown"
             )
-    added = [
-        name
+    added = {
+        name: module
         for name, module in codec.named_modules()
         if isinstance(module, ResidualBlock)
         and not any(f"{name}.{key}" in state for key in module.state_dict())
-    ]
-    covered = {f"{name}.{key}" for name in added for key in codec.get_submodule(name).state_dict()}
+    }
+    covered = {f"{name}.{key}" for name, block in added.items() for key in block.state_dict()}
     missing = [key for key in own if key not in state and key not in covered]
     if missing:
         raise ValueError(f"the weights lack {missing[0]!r}, which is not in an added block")
     codec.load_state_dict(state, strict=False)
     with torch.no_grad():
-        for name in added:
-            last = codec.get_submodule(name).body[-1]
-            last.weight.zero_()
-            last.bias.zero_()
-    return added
+        for block in added.values():
+            block.body[-1].weight.zero_()
+            block.body[-1].bias.zero_()
+    return list(added)

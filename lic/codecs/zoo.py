@@ -98,14 +98,8 @@ register_codec(
     "asymmetric `student-medium`: three residual blocks in the analysis transform's stages 2 "
     "and 3 (one in the synthesis), so the encoder is deeper and decoding costs the same; grows "
     "from `student-medium` weights (lic.codecs.grow)",
-    channels=48,
-    latent_channels=128,
-    num_slices=4,
-    res_blocks=(1, 1, 1),
+    **codec_spec("student-medium").kwargs,
     analysis_res_blocks=(1, 3, 3),
-    swin_depths=(0, 0, 0),
-    hyper_channels=48,
-    context_hidden=48,
 )
 register_codec(
     "student-swin-small",
