@@ -207,7 +207,9 @@ class ChannelARCodec(CompressionModel):
                     f"a variable-rate codec needs rate_levels >= 2 and 0 < low < high λ, got "
                     f"{rate_levels} levels over {list(rate_range)}"
                 )
-            self._log_lmbdas = torch.linspace(math.log(low), math.log(high), self.rate_levels)
+            self._log_lmbdas = torch.tensor(
+                [math.log(v) for v in self.level_lmbdas(self.rate_levels, (low, high))]
+            )
             start = 0.5 * (self._log_lmbdas - self._log_lmbdas[self.rate_levels // 2])
             self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
             self.log_inverse_gain = nn.Parameter(-start[:, None].repeat(1, m))
@@ -218,6 +220,19 @@ class ChannelARCodec(CompressionModel):
     def variable_rate(self) -> bool:
         """Whether one set of weights codes at any quality (``rate_levels`` > 0)."""
         return self.rate_levels > 0
+
+    @staticmethod
+    def level_lmbdas(levels: int, rate_range: Sequence[float]) -> list[float]:
+        """The λ of each trained level of a variable-rate codec: ``levels`` values log-spaced
+        from the lowest to the highest λ of ``rate_range`` (quality 1 first)."""
+        low, high = (math.log(float(v)) for v in rate_range)
+        logs = torch.linspace(low, high, int(levels))  # float32, as the codec has always used
+        return [math.exp(float(v)) for v in logs]
+
+    @property
+    def trained_lmbdas(self) -> list[float]:
+        """The λ of each trained level (quality 1 first); empty for a fixed-rate codec."""
+        return [math.exp(float(v)) for v in self._log_lmbdas] if self.variable_rate else []
 
     @property
     def quality_range(self) -> tuple[float, float]:

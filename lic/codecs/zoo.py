@@ -10,6 +10,8 @@ test suite on two CPU cores.
 
 from __future__ import annotations
 
+import math
+
 from lic.codecs.codec import ChannelARCodec
 from lic.codecs.registry import codec_spec, list_codecs, register_codec
 
@@ -174,3 +176,27 @@ for _name in list_codecs():
         rate_levels=VARIABLE_RATE_LEVELS,
         rate_range=VARIABLE_RATE_RANGE,
     )
+
+
+def levels_below(levels: int, rate_range: tuple[float, float], added: int) -> tuple[float, float]:
+    """``rate_range`` extended by ``added`` levels below its lowest λ, at the spacing that
+    ``levels`` levels have over it, so that the extended grid holds the original levels exactly
+    (and a codec grown to it codes them as before, lic.codecs.grow)."""
+    low, high = rate_range
+    step = (math.log(high) - math.log(low)) / (levels - 1)
+    return math.exp(math.log(low) - added * step), high
+
+
+#: Levels the low-range default adds below λ 0.0018, where `student-medium-vr` codes about
+#: 0.19 bpp on Kodak: two more reach about 0.1 bpp, the lowest rate the issue asks for.
+LOW_RATE_LEVELS = 2
+register_codec(
+    "student-medium-vr10",
+    ChannelARCodec,
+    f"`student-medium-vr` with {LOW_RATE_LEVELS} more levels below λ {VARIABLE_RATE_RANGE[0]} "
+    "(qualities 1 to 10 down to about 0.1 bpp on Kodak; its quality q+2 is the other's q); "
+    "grows from `student-medium-vr` weights (lic.codecs.grow)",
+    **codec_spec("student-medium").kwargs,
+    rate_levels=VARIABLE_RATE_LEVELS + LOW_RATE_LEVELS,
+    rate_range=levels_below(VARIABLE_RATE_LEVELS, VARIABLE_RATE_RANGE, LOW_RATE_LEVELS),
+)

@@ -869,7 +869,7 @@ def kodak_point(
         image = load_image(path)
         pixels = image.pixels
         x = image.to_tensor().to(device)
-        data = coding.encode(codec, x)
+        data = coding.encode(codec, x, quality=measurement_quality(codec))
         decoded = tensor_to_pixels(coding.decode(codec, data))
         bpps.append(8 * len(data) / (pixels.shape[0] * pixels.shape[1]))
         psnrs.append(psnr_rgb(pixels, decoded))
@@ -1086,6 +1086,21 @@ LIVE_Z_BITS = 0.5
 
 
 @torch.no_grad()
+def measurement_quality(codec: nn.Module) -> float | None:
+    """The quality a run's learning curve measures: for a variable-rate codec the one whose λ
+    is the middle level of the zoo's eight (quality 5 of ``*-vr``, λ 0.025), so that codecs
+    with other levels (``student-medium-vr10``: its quality 7) stay comparable; None for a
+    fixed-rate codec."""
+    if not codec.variable_rate:
+        return None
+    from lic.codecs.zoo import VARIABLE_RATE_LEVELS, VARIABLE_RATE_RANGE
+
+    middle = codec.level_lmbdas(VARIABLE_RATE_LEVELS, VARIABLE_RATE_RANGE)[
+        VARIABLE_RATE_LEVELS // 2
+    ]
+    return codec.check_quality(round(codec.quality_for(middle), 4))
+
+
 def measure_crops(
     codec: nn.Module, crops: Tensor, loss: nn.Module, device: torch.device | str = "cpu"
 ) -> dict[str, float]:
@@ -1096,16 +1111,16 @@ def measure_crops(
     ``ceiling_psnr`` is the PSNR of the transforms alone, nothing rounded
     (:meth:`~lic.codecs.codec.ChannelARCodec.reconstruct_unquantized`): what ever finer
     quantisation tends to.
-    A variable-rate codec is measured at its middle quality (``loss`` at that quality's λ).
+    A variable-rate codec is measured at :func:`measurement_quality` (``loss`` at its λ).
     """
     codec.eval()
     totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "bpp_z": 0.0, "ceiling_mse": 0.0}
     z_bits: Tensor | float = 0.0
-    quality = codec.default_quality if codec.variable_rate else None
+    quality = measurement_quality(codec)
     lmbda = codec.lmbda_at(quality) if codec.variable_rate else None
     for index in range(crops.shape[0]):
         x = crops[index : index + 1].to(device)
-        out = codec(x, exact=False)
+        out = codec(x, quality=quality, exact=False)
         terms = loss(out, x, lmbda)
         totals["loss"] += float(terms.loss)
         totals["bpp"] += float(terms.bpp)
@@ -1189,12 +1204,15 @@ class RunTrainer:
                 if unexpected or set(missing) != {"log_gain", "log_inverse_gain"}:
                     raise UsageError(f"run {spec.name!r} cannot start from {spec.init!r}")
             elif init_record["codec"] != spec.codec:
-                from lic.codecs.grow import load_grown
+                from lic.codecs.grow import load_grown, registered_lmbdas
 
-                # a deeper codec grown from a shallower one: added residual blocks start as
-                # the identity (lic.codecs.grow), so the run starts where its init stopped
+                # a deeper codec (or one with more rate levels) grown from the trained one:
+                # added residual blocks start as the identity, added levels at the gains the
+                # trained codec extrapolates (lic.codecs.grow): the run starts where its init
+                # stopped
                 try:
-                    grown = load_grown(self.codec, state)
+                    source = registered_lmbdas(init_record["codec"])
+                    grown = load_grown(self.codec, state, source)
                 except ValueError as error:
                     raise UsageError(
                         f"run {spec.name!r} cannot start from {spec.init!r}: {error}"
@@ -1202,8 +1220,12 @@ class RunTrainer:
             else:
                 _load_into(self.codec, state, init_dir / "ema.pt")
             self.record["init"] = {"run": spec.init, "step": init_record["step"]}
-            if grown:
-                self.record["init"]["grown_blocks"] = grown
+            blocks = [name for name in grown if not name.startswith("level ")]
+            levels = [int(name.split()[1]) for name in grown if name.startswith("level ")]
+            if blocks:
+                self.record["init"]["grown_blocks"] = blocks
+            if levels:
+                self.record["init"]["grown_levels"] = levels
         self.transform_dtype = autocast_dtype(spec.precision, device)
         self.codec.transform_autocast = self.transform_dtype
         if spec.channels_last:

@@ -384,6 +384,50 @@ def test_a_deeper_codec_grows_from_its_init_and_another_codec_is_refused(
         cp.train_slice(plan, "swin", seconds=60, max_steps=1, evaluate=False)
 
 
+LEVEL_RUNS = """
+  vr:
+    codec: student-tiny-vr
+    steps: 1
+    crops: [[0, 64]]
+  vr10:
+    codec: student-tiny-vr10
+    steps: 1
+    crops: [[0, 64]]
+    decay_from: 0
+    init: vr
+    after: {vr: 1}
+"""
+
+
+def test_added_rate_levels_grow_from_the_init_and_are_measured_at_the_same_lmbda(
+    setup, monkeypatch
+) -> None:
+    from lic.codecs import ChannelARCodec, CodecSpec, codec_spec, create_codec, registry
+    from lic.codecs.zoo import VARIABLE_RATE_LEVELS, VARIABLE_RATE_RANGE, levels_below
+
+    ten = {
+        **codec_spec("student-tiny").kwargs,
+        "rate_levels": 10,
+        "rate_range": levels_below(VARIABLE_RATE_LEVELS, VARIABLE_RATE_RANGE, 2),
+    }
+    spec = CodecSpec("student-tiny-vr10", ChannelARCodec, ten, "test only")
+    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+    plan_path, shared, state = setup
+    plan_path.write_text(PLAN + LEVEL_RUNS)
+    plan = cp.load_plan(plan_path, shared, state)
+    cp.train_slice(plan, "vr", seconds=60, max_steps=1, evaluate=False)
+    start = cp.load_ema(plan.run_dir("vr"))
+    record = cp.train_slice(plan, "vr10", seconds=60, max_steps=1, evaluate=False)
+    assert record["init"] == {"run": "vr", "step": 1, "grown_levels": [1, 2]}
+    weights = cp.load_tensors(plan.run_dir("vr10"), "weights.pt")["codec"]
+    assert weights["log_gain"].shape[0] == 10 and start["log_gain"].shape[0] == 8
+    # both learning curves measure λ 0.025: quality 5 of eight levels, 7 of ten
+    eight, ten_levels = create_codec("student-tiny-vr"), create_codec("student-tiny-vr10")
+    assert cp.measurement_quality(eight) == 5.0 and cp.measurement_quality(ten_levels) == 7.0
+    assert ten_levels.lmbda_at(7.0) == pytest.approx(eight.lmbda_at(5.0), rel=1e-6)
+    assert cp.measurement_quality(create_codec("student-tiny")) is None
+
+
 def test_a_codec_change_is_refused(setup) -> None:
     plan_path, shared, state = setup
     cp.train_slice(
