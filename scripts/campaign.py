@@ -80,9 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--only: the plan has no run {min(unknown)!r}")
     jobs = args.jobs or (8 if args.device == "cuda" else cores)
-    for name, kept in compact_finished(plan):
-        where = " (its weights stay in git history)" if kept == "record" else ""
-        print(f"[{_stamp()}] {name}: finished, kept as its {kept} alone{where}")
+
+    def compact() -> None:
+        for name, kept in compact_finished(plan):
+            where = " (its weights stay in git history)" if kept == "record" else ""
+            print(f"[{_stamp()}] {name}: finished, kept as its {kept} alone{where}", flush=True)
+
+    compact()
     budget_bytes = (
         STATE_BUDGET_BYTES if args.state_budget_mb is None else int(args.state_budget_mb * 10**6)
     )
@@ -117,6 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             if code != 0:
                 failed.append(name)
+            # a run that reached its target gives back its training state now, not at the
+            # next start: the runs waiting on it (after:) and on the state budget start at once
+            compact()
         remaining = end - time.time() - args.margin
         progress = run_progress(plan)
         waiting = [
