@@ -190,6 +190,11 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
+#: State entries that are coding tables, not weights: their size follows the weights, and
+#: ``update()`` rebuilds them.
+CODING_TABLE_SUFFIXES = ("._offset", "._quantized_cdf", "._cdf_length", ".scale_table")
+
+
 def state_dict_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
     """What differs between a module's state dict and a checkpoint's, in one line ('' if none).
 
@@ -212,7 +217,7 @@ def state_dict_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
         if not isinstance(value, torch.Tensor):
             parts.append(f"{key} is a {type(value).__name__}, not a tensor")
             break
-        if key.endswith(("._offset", "._quantized_cdf", "._cdf_length", ".scale_table")):
+        if key.endswith(CODING_TABLE_SUFFIXES):
             continue  # coding tables: their size follows the weights and is rebuilt anyway
         if value.shape != expected[key].shape:
             parts.append(

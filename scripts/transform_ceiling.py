@@ -5,6 +5,7 @@
         [--threads 1] [-o docs/default-model/ceiling.json]
     python scripts/transform_ceiling.py --synthesis 200 [--synthesis-images 8] [--synthesis-crop 256]
     python scripts/transform_ceiling.py --history RUN [RUN ...] [-o docs/campaign/ceiling-history.json]
+    python scripts/transform_ceiling.py [CHECKPOINT] --grow student-medium-vr10
 
 The *ceiling* is ``g_s(g_a(x))`` with nothing rounded
 (:meth:`lic.codecs.codec.ChannelARCodec.reconstruct_unquantized`): what the decoder would give if
@@ -29,6 +30,10 @@ transform is what caps the top rates, and a better encoder (encoder-side refinem
 With several checkpoints it also prints and saves the BD-rate of each against the first
 (estimated bpp against coded PSNR, ``bd_rate_vs_first``). With ``--data heldout`` (the campaign
 plan's held-out training photos) that compares campaign states without looking at Kodak.
+
+``--grow CODEC`` measures each checkpoint grown into a registered codec first
+(:func:`lic.codecs.grow.load_grown`): with ``student-medium-vr10``, the shipped eight-level
+default with its two added low levels at the gains it extrapolates there, before any training.
 
 ``--history`` measures instead every committed state of those campaign runs
 (:mod:`lic.training.campaign_history`) on the campaign's held-out crops, so the ceiling can be
@@ -64,14 +69,19 @@ def _psnr(a, b) -> float:
     return 10 * math.log10(1 / max(mse, 1e-12))
 
 
-def measure_checkpoint(path: Path, images: list[Path]) -> list[dict]:
-    """One row per quality (one row for a fixed-rate codec): bpp, coded and ceiling PSNR."""
+def measure_checkpoint(path: Path, images: list[Path], grow: str | None = None) -> list[dict]:
+    """One row per quality (one row for a fixed-rate codec): bpp, coded and ceiling PSNR.
+
+    ``grow``: measure the weights grown into that registered codec instead
+    (:func:`lic.codecs.grow.load_grown`; added rate levels at their extrapolated gains)."""
     import torch
 
     from lic.checkpoint import load_codec
     from lic.imageio import load_image
 
     codec = load_codec(path).eval()
+    if grow:
+        codec = _grown(codec, grow)
     if codec.variable_rate:
         low, high = codec.quality_range
         qualities = [float(q) for q in range(math.ceil(low), math.floor(high) + 1)]
@@ -115,6 +125,20 @@ def measure_checkpoint(path: Path, images: list[Path]) -> list[dict]:
             flush=True,
         )
     return rows
+
+
+def _grown(codec, name: str):
+    """``codec``'s weights grown into the registered codec ``name``, in eval mode, tables built."""
+    from lic.codecs import create_codec
+    from lic.codecs.grow import load_grown, registered_lmbdas
+
+    grown = create_codec(name)
+    try:
+        load_grown(grown, codec.state_dict(), registered_lmbdas(codec.codec_name))
+    except ValueError as error:
+        raise LicError(f"cannot grow {codec.codec_name} into {name}: {error}") from None
+    grown.update(force=True)
+    return grown.eval()
 
 
 def measure_synthesis(path: Path, images: list[Path], steps: int, crop: int) -> dict:
@@ -197,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--synthesis-images", type=int, default=8, metavar="N")
     parser.add_argument("--synthesis-crop", type=int, default=256, metavar="PIXELS")
+    parser.add_argument(
+        "--grow",
+        metavar="CODEC",
+        help="measure each checkpoint grown into this registered codec (lic.codecs.grow), e.g. "
+        "student-medium-vr10: the default's two added low levels at their extrapolated gains",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("-o", "--output", default=None)
     args = parser.parse_args(argv)
@@ -240,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, synthesis = [], []
         for path in checkpoints:
             print(f"{path.name} on {len(images)} {label} images", flush=True)
-            rows += measure_checkpoint(path, images)
+            rows += measure_checkpoint(path, images, args.grow)
             if args.synthesis:
                 crops = images[: args.synthesis_images]
                 synthesis.append(

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import lic
+from lic import pretrained
 from lic.codecs.refine import fit_synthesis_input
 from lic.demo import SAMPLES_DIR
 from lic.imageio import load_image
@@ -122,13 +123,34 @@ def test_script_measures_every_quality(tmp_path) -> None:
     assert "| student-tiny-vr.ckpt | 8 | 0.18 |" in result.stdout
 
 
+def test_script_measures_the_default_grown_to_ten_levels(tmp_path) -> None:
+    out = tmp_path / "grown.json"
+    result = _run(
+        "--grow", "student-medium-vr10", "--data", str(SAMPLES_DIR), "--images", "1",
+        "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["quality"] for row in rows] == [float(q) for q in range(1, 11)]
+    assert rows[2]["lmbda"] == pytest.approx(0.0018, rel=1e-5) and rows[0]["lmbda"] < 0.0005
+    bpps = [row["bpp"] for row in rows]  # the added low levels go on down the curve
+    assert bpps == sorted(bpps) and bpps[0] < 0.7 * bpps[2]
+    checkpoint = tmp_path / "student-tiny-vr.ckpt"
+    lic.save_codec(perturbed_codec("student-tiny-vr", _image(), steps=1), checkpoint, metric="mse")
+    refused = _run(str(checkpoint), "--grow", "student-medium-vr10", "--images", "1")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: cannot grow student-tiny-vr into student-medium-vr10")
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_script_measures_the_campaign_held_out_photos(tmp_path) -> None:
     from lic.paths import shared_dir
     from lic.training.campaign import load_plan, training_split
 
     plan = load_plan(REPO / "recipes" / "campaign" / "default.yaml", shared_dir(), tmp_path)
     trained, held = training_split(plan)
-    checkpoint = REPO / "lic" / "weights" / "student-medium-vr.ckpt"  # trained: its curve rises
+    checkpoint = pretrained.default_checkpoint()  # trained: its curve rises
+    levels = int(lic.load_codec(checkpoint).quality_range[1])
     twin = tmp_path / "twin.ckpt"
     shutil.copy(checkpoint, twin)
     shifted = lic.load_codec(checkpoint)
@@ -149,12 +171,12 @@ def test_script_measures_the_campaign_held_out_photos(tmp_path) -> None:
     assert report["data"] == "heldout"
     assert report["image_names"] == [p.name for p in held[:2]]
     assert not set(report["image_names"]) & {p.name for p in trained}
-    assert len(report["rows"]) == 4 * 8
+    assert len(report["rows"]) == 3 * levels + 8  # every level of each; the tiny one has eight
     versus = report["bd_rate_vs_first"]
     assert versus["twin.ckpt"] == pytest.approx(0.0, abs=1e-9)  # the same weights: the same curve
     assert versus["shifted.ckpt"] > 1.0  # worse everywhere: more bits for the same PSNR
     assert versus["untrained.ckpt"] is None  # its PSNR does not rise with rate: no BD-rate
-    assert "against student-medium-vr.ckpt" in result.stdout
+    assert f"against {checkpoint.name}" in result.stdout
     assert "untrained.ckpt: no BD-rate" in result.stdout
 
 

@@ -56,13 +56,16 @@ def load_grown(
         The names of the added blocks, then ``level N`` for each added rate level (quality
         numbers of ``codec``); empty when ``state`` fits ``codec`` exactly.
     """
+    from lic.checkpoint import CODING_TABLE_SUFFIXES
+
     own = codec.state_dict()
     unexpected = [key for key in state if key not in own]
     if unexpected:
         raise ValueError(f"the weights have {unexpected[0]!r}, which the grown codec lacks")
     state, levels = _grow_levels(codec, state, source_lmbdas)
     for key, value in state.items():
-        if own[key].shape != value.shape:
+        # a saved codec's coding tables have the size its weights gave them: loading resizes
+        if own[key].shape != value.shape and not key.endswith(CODING_TABLE_SUFFIXES):
             raise ValueError(
                 f"{key!r} is {tuple(value.shape)} in the weights, {tuple(own[key].shape)} in "
                 "the grown codec: only added residual blocks can be grown"
