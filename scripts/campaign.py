@@ -147,10 +147,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                     if used + needed > budget_bytes:
                         if spec.name not in over_budget:
                             over_budget.add(spec.name)
+                            # running runs count at their full size until their slice ends
+                            held = f"{used / 1e6:.1f} MB" + (
+                                " with the running runs' full state; it starts if their "
+                                "slices leave room"
+                                if running
+                                else ""
+                            )
                             print(
-                                f"[{_stamp()}] {spec.name}: waits: its state (~{needed / 1e6:.1f} "
-                                f"MB) would take the campaign state past {budget_bytes / 1e6:g} MB "
-                                f"(now {used / 1e6:.1f} MB)",
+                                f"[{_stamp()}] {spec.name}: waits: its state "
+                                f"(~{needed / 1e6:.1f} MB) would take the campaign state past "
+                                f"{budget_bytes / 1e6:g} MB ({held})",
                                 flush=True,
                             )
                         continue
