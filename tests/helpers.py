@@ -3,6 +3,8 @@ default codec's rate points in either of its shapes (fixed-rate set or one varia
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 import lic
@@ -83,13 +85,14 @@ def fixed_rate_default(quality: int = 3) -> torch.nn.Module:
     """A fixed-rate codec of the shipped default's network.
 
     The checkpoint of ``quality`` for a fixed-rate default; for a variable-rate default its
-    network as the fixed-rate codec it extends (``student-small-vr`` → ``student-small``), its
+    network as the fixed-rate codec it extends (``student-small-vr`` → ``student-small``,
+    ``student-medium-vr10`` → ``student-medium``), its
     per-level gains left out (a fixed-rate codec with trained weights, at no trained λ).
     """
     if not pretrained.is_variable_rate():
         return lic.load_codec(pretrained.default_checkpoint(quality))
     variable = lic.load_codec(pretrained.default_checkpoint())
-    codec = create_codec(variable.codec_name.removesuffix("-vr"))
+    codec = create_codec(re.sub(r"-vr\d*$", "", variable.codec_name))  # -vr, -vr10: the base
     keys = codec.load_state_dict(variable.state_dict(), strict=False)
     assert not keys.missing_keys, keys
     assert set(keys.unexpected_keys) == {"log_gain", "log_inverse_gain"}, keys

@@ -107,8 +107,8 @@ def _with_quality_field(data: bytes, value: float | None) -> bytes:
     [
         (float("nan"), "not a finite number"),
         (float("inf"), "not a finite number"),
-        (0.5, "quality must be a number from 1 to 8"),
-        (8.001, "quality must be a number from 1 to 8"),
+        ("below", "quality must be a number from 1 to {top:g}"),  # 0.5
+        ("above", "quality must be a number from 1 to {top:g}"),  # the top quality + 0.001
         (None, "variable-rate but the file gives none"),
     ],
 )
@@ -116,6 +116,9 @@ def test_a_hostile_quality_field_is_refused_with_one_line(
     vr_checkpoint, photo, tmp_path, capsys, value, message
 ) -> None:
     codec = lic.load_codec(vr_checkpoint)
+    top = codec.quality_range[1]
+    value = {"below": 0.5, "above": top + 0.001}.get(value, value)
+    message = message.format(top=top)
     forged = _with_quality_field(coding.encode(codec, photo[..., :64, :64], 3.0), value)
     with pytest.raises(BitstreamError, match=message):
         coding.decode(codec, forged)
