@@ -349,7 +349,11 @@ def run_lic_evaluate(images: list[Path], device: str) -> list[dict]:
 
 
 def summarize_evaluation(rows: list[dict], seconds: float) -> dict:
-    qualities = sorted({r["quality"] for r in rows})
+    # numbers in order ("10" after "9", not after "1"), then any other label
+    qualities = sorted(
+        {r["quality"] for r in rows},
+        key=lambda q: (0, float(q), "") if q.replace(".", "", 1).isdigit() else (1, 0.0, q),
+    )
     per_quality = []
     for quality in qualities:
         members = [r for r in rows if r["quality"] == quality]

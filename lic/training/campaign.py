@@ -1085,7 +1085,6 @@ class _Stop:
 LIVE_Z_BITS = 0.5
 
 
-@torch.no_grad()
 def measurement_quality(codec: nn.Module) -> float | None:
     """The quality a run's learning curve measures: for a variable-rate codec the one whose λ
     is the middle level of the zoo's eight (quality 5 of ``*-vr``, λ 0.025), so that codecs
@@ -1101,6 +1100,7 @@ def measurement_quality(codec: nn.Module) -> float | None:
     return codec.check_quality(round(codec.quality_for(middle), 4))
 
 
+@torch.no_grad()
 def measure_crops(
     codec: nn.Module, crops: Tensor, loss: nn.Module, device: torch.device | str = "cpu"
 ) -> dict[str, float]:
