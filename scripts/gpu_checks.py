@@ -348,12 +348,16 @@ def run_lic_evaluate(images: list[Path], device: str) -> list[dict]:
     return rows
 
 
+def _quality_order(quality: str) -> tuple:
+    """Sort key of :func:`_quality_of`'s labels: numbers in order ("10" after "9", not after
+    "1"), then any other label."""
+    if quality.replace(".", "", 1).isdigit():
+        return (0, float(quality), "")
+    return (1, 0.0, quality)
+
+
 def summarize_evaluation(rows: list[dict], seconds: float) -> dict:
-    # numbers in order ("10" after "9", not after "1"), then any other label
-    qualities = sorted(
-        {r["quality"] for r in rows},
-        key=lambda q: (0, float(q), "") if q.replace(".", "", 1).isdigit() else (1, 0.0, q),
-    )
+    qualities = sorted({r["quality"] for r in rows}, key=_quality_order)
     per_quality = []
     for quality in qualities:
         members = [r for r in rows if r["quality"] == quality]
@@ -407,7 +411,7 @@ def compare_evaluations(cpu: list[dict], cuda: list[dict]) -> dict:
                 "mean_psnr_difference_db": statistics.fmean(v["psnr"]),
                 "mean_bpp_difference": statistics.fmean(v["bpp"]),
             }
-            for q, v in sorted(per_quality.items())
+            for q, v in sorted(per_quality.items(), key=lambda item: _quality_order(item[0]))
         },
         "cpu_over_cuda_time": cpu_time / cuda_time,
     }
