@@ -1198,7 +1198,7 @@ class RunTrainer:
             init_dir = plan.run_dir(spec.init)
             init_record = read_record(init_dir)
             state = load_ema(init_dir)
-            if self.codec.variable_rate and init_record["codec"] == spec.codec.removesuffix("-vr"):
+            if spec.codec.endswith("-vr") and init_record["codec"] == spec.codec[: -len("-vr")]:
                 # a variable-rate run starts from its fixed-rate network; gains as initialised
                 missing, unexpected = self.codec.load_state_dict(state, strict=False)
                 if unexpected or set(missing) != {"log_gain", "log_inverse_gain"}:

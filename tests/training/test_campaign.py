@@ -396,6 +396,12 @@ LEVEL_RUNS = """
     decay_from: 0
     init: vr
     after: {vr: 1}
+  vr10-next:
+    codec: student-tiny-vr10
+    steps: 1
+    crops: [[0, 64]]
+    init: vr10
+    after: {vr10: 1}
 """
 
 
@@ -421,6 +427,9 @@ def test_added_rate_levels_grow_from_the_init_and_are_measured_at_the_same_lmbda
     assert record["init"] == {"run": "vr", "step": 1, "grown_levels": [1, 2]}
     weights = cp.load_tensors(plan.run_dir("vr10"), "weights.pt")["codec"]
     assert weights["log_gain"].shape[0] == 10 and start["log_gain"].shape[0] == 8
+    # the next cycle of the same codec starts from its EMA weights as they are
+    record = cp.train_slice(plan, "vr10-next", seconds=60, max_steps=1, evaluate=False)
+    assert record["init"] == {"run": "vr10", "step": 1}
     # both learning curves measure λ 0.025: quality 5 of eight levels, 7 of ten
     eight, ten_levels = create_codec("student-tiny-vr"), create_codec("student-tiny-vr10")
     assert cp.measurement_quality(eight) == 5.0 and cp.measurement_quality(ten_levels) == 7.0
