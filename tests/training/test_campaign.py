@@ -342,6 +342,18 @@ def test_a_feds_fine_tune_starts_from_a_feds_run_and_distils_from_the_teachers_f
         )
 
 
+def _plan_with_test_codec(setup, monkeypatch, runs: str, name: str, **kwargs) -> cp.Plan:
+    """The test plan with ``runs`` added, and ``name`` registered for this test alone as
+    ``student-tiny`` with ``kwargs`` (a zoo entry would lengthen the unknown-codec message)."""
+    from lic.codecs import ChannelARCodec, CodecSpec, codec_spec, registry
+
+    config = {**codec_spec("student-tiny").kwargs, **kwargs}
+    monkeypatch.setitem(registry._REGISTRY, name, CodecSpec(name, ChannelARCodec, config, "test"))
+    plan_path, shared, state = setup
+    plan_path.write_text(PLAN + runs)
+    return cp.load_plan(plan_path, shared, state)
+
+
 GROWN_RUNS = """
   deep:
     codec: student-tiny-deep-ga
@@ -361,14 +373,9 @@ GROWN_RUNS = """
 def test_a_deeper_codec_grows_from_its_init_and_another_codec_is_refused(
     setup, monkeypatch
 ) -> None:
-    from lic.codecs import ChannelARCodec, CodecSpec, codec_spec, registry
-
-    deeper = {**codec_spec("student-tiny").kwargs, "analysis_res_blocks": (1, 2, 2)}
-    spec = CodecSpec("student-tiny-deep-ga", ChannelARCodec, deeper, "test only")
-    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
-    plan_path, shared, state = setup
-    plan_path.write_text(PLAN + GROWN_RUNS)
-    plan = cp.load_plan(plan_path, shared, state)
+    plan = _plan_with_test_codec(
+        setup, monkeypatch, GROWN_RUNS, "student-tiny-deep-ga", analysis_res_blocks=(1, 2, 2)
+    )
     cp.train_slice(plan, "scratch", seconds=60, max_steps=1, evaluate=False)
     start = cp.load_ema(plan.run_dir("scratch"))
     record = cp.train_slice(plan, "deep", seconds=60, max_steps=1, evaluate=False)
@@ -408,19 +415,13 @@ LEVEL_RUNS = """
 def test_added_rate_levels_grow_from_the_init_and_are_measured_at_the_same_lmbda(
     setup, monkeypatch
 ) -> None:
-    from lic.codecs import ChannelARCodec, CodecSpec, codec_spec, create_codec, registry
+    from lic.codecs import create_codec
     from lic.codecs.zoo import VARIABLE_RATE_LEVELS, VARIABLE_RATE_RANGE, levels_below
 
-    ten = {
-        **codec_spec("student-tiny").kwargs,
-        "rate_levels": 10,
-        "rate_range": levels_below(VARIABLE_RATE_LEVELS, VARIABLE_RATE_RANGE, 2),
-    }
-    spec = CodecSpec("student-tiny-vr10", ChannelARCodec, ten, "test only")
-    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
-    plan_path, shared, state = setup
-    plan_path.write_text(PLAN + LEVEL_RUNS)
-    plan = cp.load_plan(plan_path, shared, state)
+    low = levels_below(VARIABLE_RATE_LEVELS, VARIABLE_RATE_RANGE, 2)
+    plan = _plan_with_test_codec(
+        setup, monkeypatch, LEVEL_RUNS, "student-tiny-vr10", rate_levels=10, rate_range=low
+    )
     cp.train_slice(plan, "vr", seconds=60, max_steps=1, evaluate=False)
     start = cp.load_ema(plan.run_dir("vr"))
     record = cp.train_slice(plan, "vr10", seconds=60, max_steps=1, evaluate=False)
